@@ -1,0 +1,1 @@
+//! SWIM membership for HADSS (placeholder until the SWIM issue lands).
