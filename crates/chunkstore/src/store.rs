@@ -10,7 +10,7 @@
 //! - A record enters the index only after it is durable, so `contains` and `get` never show
 //!   data a crash could take back, and an idempotent put never returns early on a chunk
 //!   that is not yet on stable storage.
-//! - Lock order: `compaction` → `writer` → `sync`; and index shard → `segments` → `merkle`.
+//! - Lock order: `compaction` → `writer` → `tail` → `sync`; and index shard → `segments` → `merkle`.
 //!
 //! # Durability
 //!
@@ -359,6 +359,10 @@ pub struct Store {
     index: Index,
     segments: RwLock<HashMap<u32, Arc<Segment>>>,
     writer: Mutex<Writer>,
+    /// The active segment and its written end, mirrored from `writer` so a group-commit
+    /// leader can read them without waiting for the writer lock (a checkpoint holds that
+    /// lock while it waits for in-flight puts, whose leader needs this).
+    tail: Mutex<(Arc<Segment>, Pos)>,
     sync: Mutex<SyncState>,
     synced: Condvar,
     merkle: Mutex<MerkleTree>,
@@ -494,6 +498,13 @@ impl Store {
                 next_segment_id: next_segment_id + 1,
                 broken: false,
             }),
+            tail: Mutex::new((
+                active.clone(),
+                Pos {
+                    segment_id: active.id,
+                    offset: SEGMENT_HEADER_SIZE_BYTES,
+                },
+            )),
             sync: Mutex::new(SyncState {
                 durable: Pos {
                     segment_id: active.id,
@@ -559,7 +570,14 @@ impl Store {
             let file_len = seg.file_len_bytes.load(Ordering::Relaxed);
             let bytes = seg.bytes(0, file_len).unwrap_or_default();
             let mut scanner = Scanner::new(bytes, start, true);
+            // A put whose payload fails its checksum is corruption in the middle of a
+            // segment, but a torn write when nothing valid follows it: hold it until we know.
+            let mut held: Option<(u64, RecordHeader)> = None;
             for item in scanner.by_ref() {
+                if let Some((offset, header)) = held.take() {
+                    self.recover_record(seg, offset, header, EntryKind::Corrupt, report);
+                    max_seq = max_seq.max(header.seq);
+                }
                 match item {
                     ScanItem::Record {
                         offset,
@@ -567,14 +585,6 @@ impl Store {
                         payload_ok,
                         after_resync,
                     } => {
-                        report.records_scanned += 1;
-                        let len = header.record_len_bytes();
-                        seg.record_bytes.fetch_add(len, Ordering::Relaxed);
-                        max_seq = max_seq.max(header.seq);
-                        let loc = Loc {
-                            segment_id: seg.id,
-                            offset: offset as u32,
-                        };
                         let mut kind = match header.kind {
                             RecordKind::Put if payload_ok => EntryKind::Put,
                             RecordKind::Put => EntryKind::Corrupt,
@@ -589,6 +599,8 @@ impl Store {
                                     kind = EntryKind::Corrupt;
                                 }
                                 EntryKind::Tombstone => {
+                                    let len = header.record_len_bytes();
+                                    seg.record_bytes.fetch_add(len, Ordering::Relaxed);
                                     seg.dead_bytes.fetch_add(len, Ordering::Relaxed);
                                     continue;
                                 }
@@ -596,22 +608,11 @@ impl Store {
                             }
                         }
                         if kind == EntryKind::Corrupt {
-                            report.corrupt_records += 1;
-                            self.counters.corruptions.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(segment = seg.id, offset, id = %header.id, "corrupt record found while opening; not served");
+                            held = Some((offset, header));
+                            continue;
                         }
-                        self.apply(
-                            header.id,
-                            NewRecord {
-                                seq: header.seq,
-                                loc,
-                                kind,
-                                stored_len: header.stored_len,
-                                raw_len: header.raw_len,
-                                flags: header.flags,
-                            },
-                            true,
-                        );
+                        max_seq = max_seq.max(header.seq);
+                        self.recover_record(seg, offset, header, kind, report);
                     }
                     ScanItem::Damaged { offset, len_bytes } => {
                         report.damaged_ranges += 1;
@@ -620,8 +621,13 @@ impl Store {
                     }
                 }
             }
-            report.bytes_scanned += scanner.end_of_valid.saturating_sub(start);
-            let end = scanner.end_of_valid.max(start);
+            let mut end_of_valid = scanner.end_of_valid;
+            if let Some((offset, header)) = held {
+                tracing::warn!(segment = seg.id, offset, id = %header.id, "incomplete record at a segment's end (torn write) dropped");
+                end_of_valid = offset;
+            }
+            report.bytes_scanned += end_of_valid.saturating_sub(start);
+            let end = end_of_valid.max(start);
             if file_len > end {
                 // A torn tail, or the unused preallocated space of the segment that was active.
                 seg.truncate(end)?;
@@ -644,6 +650,32 @@ impl Store {
         let mut w = lock(&self.writer);
         w.next_seq = max_seq + 1;
         Ok(())
+    }
+
+    /// Applies one record found while opening.
+    fn recover_record(&self, seg: &Segment, offset: u64, header: RecordHeader, kind: EntryKind, report: &mut RecoveryReport) {
+        report.records_scanned += 1;
+        seg.record_bytes.fetch_add(header.record_len_bytes(), Ordering::Relaxed);
+        if kind == EntryKind::Corrupt {
+            report.corrupt_records += 1;
+            self.counters.corruptions.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(segment = seg.id, offset, id = %header.id, "corrupt record found while opening; not served");
+        }
+        self.apply(
+            header.id,
+            NewRecord {
+                seq: header.seq,
+                loc: Loc {
+                    segment_id: seg.id,
+                    offset: offset as u32,
+                },
+                kind,
+                stored_len: header.stored_len,
+                raw_len: header.raw_len,
+                flags: header.flags,
+            },
+            true,
+        );
     }
 
     fn content_matches(&self, seg: &Segment, offset: u64, header: &RecordHeader) -> bool {
@@ -809,6 +841,7 @@ impl Store {
             segment_id: seg.id,
             offset: w.pos,
         };
+        *lock(&self.tail) = (seg.clone(), end);
         Ok((rec, end, seg))
     }
 
@@ -855,9 +888,16 @@ impl Store {
         }
         let new = Arc::new(new);
         self.segments_write().insert(new.id, new.clone());
-        w.active = new;
+        w.active = new.clone();
         w.pos = SEGMENT_HEADER_SIZE_BYTES;
         w.broken = false;
+        *lock(&self.tail) = (
+            new.clone(),
+            Pos {
+                segment_id: new.id,
+                offset: SEGMENT_HEADER_SIZE_BYTES,
+            },
+        );
         self.synced.notify_all();
         Ok(())
     }
@@ -885,16 +925,7 @@ impl Store {
             }
             st.leader_active = true;
             drop(st);
-            let (seg, upto) = {
-                let w = lock(&self.writer);
-                (
-                    w.active.clone(),
-                    Pos {
-                        segment_id: w.active.id,
-                        offset: w.pos,
-                    },
-                )
-            };
+            let (seg, upto) = lock(&self.tail).clone();
             let result = seg.file.sync_data();
             self.counters.group_commits.fetch_add(1, Ordering::Relaxed);
             st = lock(&self.sync);
@@ -915,13 +946,7 @@ impl Store {
 
     /// Makes every record written so far durable.
     pub fn sync(&self) -> Result<()> {
-        let target = {
-            let w = lock(&self.writer);
-            Pos {
-                segment_id: w.active.id,
-                offset: w.pos,
-            }
-        };
+        let target = lock(&self.tail).1;
         self.wait_durable(target)
     }
 
