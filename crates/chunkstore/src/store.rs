@@ -770,6 +770,70 @@ impl Store {
         Ok(PutOutcome { id, written: true })
     }
 
+    /// Stores many chunks with one durability wait: one group commit for the whole batch.
+    /// On error, chunks written before the failure may or may not be stored; retrying the
+    /// batch is safe (puts are idempotent).
+    pub fn put_many(&self, contents: &[&[u8]]) -> Result<Vec<PutOutcome>> {
+        for c in contents {
+            self.check_size(c.len())?;
+        }
+        let mut outcomes = Vec::with_capacity(contents.len());
+        let mut prepared = Vec::new();
+        for content in contents {
+            let id = ChunkId::of(content);
+            let fresh = !self.contains(&id) && !prepared.iter().any(|(p, _, _): &(ChunkId, _, _)| *p == id);
+            outcomes.push(PutOutcome { id, written: fresh });
+            if !fresh {
+                self.counters.dedup_puts.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let (flags, payload) = self.maybe_compress(content);
+            let header = RecordHeader {
+                kind: RecordKind::Put,
+                flags,
+                seq: 0,
+                id,
+                stored_len: payload.len() as u32,
+                raw_len: content.len() as u32,
+                payload_crc: payload_crc(&payload),
+            };
+            prepared.push((id, header, payload));
+        }
+        let mut written = Vec::with_capacity(prepared.len());
+        let mut guards = Vec::with_capacity(prepared.len());
+        let mut end = None;
+        let mut failed = None;
+        {
+            let mut w = lock(&self.writer);
+            for (id, header, payload) in &prepared {
+                match self.append_locked(&mut w, *header, payload) {
+                    Ok((rec, e, segment)) => {
+                        guards.push(PendingGuard { store: self, segment });
+                        written.push((*id, rec));
+                        end = Some(e);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        // What was written before a failure is still made durable and indexed.
+        if let Some(end) = end {
+            self.wait_durable(end)?;
+        }
+        self.counters.puts.fetch_add(written.len() as u64, Ordering::Relaxed);
+        for (id, rec) in written {
+            self.apply(id, rec, false);
+        }
+        drop(guards);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+
     fn maybe_compress<'a>(&self, content: &'a [u8]) -> (u16, Cow<'a, [u8]>) {
         let Compression::Zstd { level } = self.options.compression else {
             return (0, Cow::Borrowed(content));
@@ -778,7 +842,7 @@ impl Store {
             return (0, Cow::Borrowed(content));
         }
         let pays = |raw: usize, compressed: usize| compressed < raw - raw / 16;
-        if content.len() > 4 * COMPRESSION_SAMPLE_BYTES {
+        if content.len() > 2 * COMPRESSION_SAMPLE_BYTES {
             let sample = &content[..COMPRESSION_SAMPLE_BYTES];
             match zstd::bulk::compress(sample, level) {
                 Ok(c) if pays(sample.len(), c.len()) => {}
@@ -792,9 +856,18 @@ impl Store {
     }
 
     /// Appends a record to the active segment, assigning its sequence number.
-    fn append(&self, mut header: RecordHeader, payload: &[u8]) -> Result<(NewRecord, Pos, Arc<Segment>)> {
-        let len = record_len_bytes(header.stored_len);
+    fn append(&self, header: RecordHeader, payload: &[u8]) -> Result<(NewRecord, Pos, Arc<Segment>)> {
         let mut w = lock(&self.writer);
+        self.append_locked(&mut w, header, payload)
+    }
+
+    fn append_locked(
+        &self,
+        w: &mut Writer,
+        mut header: RecordHeader,
+        payload: &[u8],
+    ) -> Result<(NewRecord, Pos, Arc<Segment>)> {
+        let len = record_len_bytes(header.stored_len);
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned);
         }
@@ -805,7 +878,7 @@ impl Store {
             self.options.segment_size_bytes
         };
         if w.broken || w.pos + len > limit {
-            self.roll(&mut w, is_put)?;
+            self.roll(w, is_put)?;
         }
         header.seq = w.next_seq;
         let offset = w.pos;

@@ -246,3 +246,24 @@ fn scrub_detects_rot_after_open() {
     assert!(store.get(&other).unwrap().is_some());
     assert_eq!(store.stats().corruptions, 1);
 }
+
+#[test]
+fn put_many_is_one_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small_options()).unwrap();
+    let items: Vec<Vec<u8>> = (0..500u64).map(|i| bytes(70_000 + i, 100 + (i as usize % 300))).collect();
+    let mut refs: Vec<&[u8]> = items.iter().map(|v| &v[..]).collect();
+    refs.push(&items[0]); // a duplicate inside the batch is written once
+    let before = store.stats().group_commits;
+    let out = store.put_many(&refs).unwrap();
+    assert_eq!(out.len(), 501);
+    assert!(out[..500].iter().all(|o| o.written));
+    assert!(!out[500].written);
+    assert!(store.stats().group_commits - before <= 2, "segment rolls aside, one fsync for the batch");
+    drop(store);
+    let store = Store::open(dir.path(), small_options()).unwrap();
+    assert_eq!(store.len(), 500);
+    for v in &items {
+        assert_eq!(&store.get(&ChunkId::of(v)).unwrap().unwrap()[..], &v[..]);
+    }
+}
