@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 
 use chunkstore::{ChunkId, Options, Store};
 
-
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
 fn scale() -> f64 {
-    std::env::var("HADSS_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
+    std::env::var("HADSS_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
 }
 
 /// Store options: the defaults, or `HADSS_BENCH_COMPRESSION=none` to switch compression off.
@@ -69,7 +71,12 @@ fn mb_s(bytes: u64, d: Duration) -> f64 {
 
 fn plain_file_write(dir: &Path, chunk: usize, count: usize, data: &[u8]) -> Duration {
     let path = dir.join("plain.bin");
-    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path).unwrap();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
     let mut buf = data[..chunk].to_vec();
     let start = Instant::now();
     for n in 0..count {
@@ -263,10 +270,19 @@ fn main() {
     println!();
     let count = ((1_000_000f64 * s) as usize).max(1000);
     let (ckpt, crash, scan, disk) = reopen_bench(&dir, count);
-    println!("| open with {count} chunks of 128 B ({:.0} MB of segments) | seconds |", disk as f64 / 1e6);
+    println!(
+        "| open with {count} chunks of 128 B ({:.0} MB of segments) | seconds |",
+        disk as f64 / 1e6
+    );
     println!("|---|---:|");
     println!("| after close (checkpoint) | {:.3} |", ckpt.as_secs_f64());
-    println!("| after a crash (checkpoint + replay of the active segment) | {:.3} |", crash.as_secs_f64());
-    println!("| no checkpoint (full scan, page cache warm) | {:.3} |", scan.as_secs_f64());
+    println!(
+        "| after a crash (checkpoint + replay of the active segment) | {:.3} |",
+        crash.as_secs_f64()
+    );
+    println!(
+        "| no checkpoint (full scan, page cache warm) | {:.3} |",
+        scan.as_secs_f64()
+    );
     let _ = fs::remove_dir_all(&dir);
 }

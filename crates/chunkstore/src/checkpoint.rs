@@ -113,15 +113,19 @@ impl Checkpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("opening checkpoint", &path, e)),
         };
-        let len = f.metadata().map_err(|e| Error::io("reading checkpoint", &path, e))?.len();
-        let len_max = 64 + CHECKPOINT_SEGMENTS_MAX * SEGMENT_SIZE_BYTES as u64
-            + CHECKPOINT_ENTRIES_MAX * ENTRY_SIZE_BYTES as u64;
+        let len = f
+            .metadata()
+            .map_err(|e| Error::io("reading checkpoint", &path, e))?
+            .len();
+        let len_max =
+            64 + CHECKPOINT_SEGMENTS_MAX * SEGMENT_SIZE_BYTES as u64 + CHECKPOINT_ENTRIES_MAX * ENTRY_SIZE_BYTES as u64;
         if len > len_max {
             tracing::warn!(path = %path.display(), len, "checkpoint too large; ignoring it");
             return Ok(None);
         }
         let mut buf = Vec::with_capacity(len as usize);
-        f.read_to_end(&mut buf).map_err(|e| Error::io("reading checkpoint", &path, e))?;
+        f.read_to_end(&mut buf)
+            .map_err(|e| Error::io("reading checkpoint", &path, e))?;
         match Self::decode(&buf) {
             Ok(c) => Ok(Some(c)),
             Err(reason) => {

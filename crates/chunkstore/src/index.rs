@@ -16,7 +16,6 @@
 //! chunk, about 100 on average.
 
 use std::collections::HashMap;
-use std::hash::RandomState;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::ChunkId;
@@ -85,7 +84,9 @@ impl Entry {
     }
 }
 
-type Shard = HashMap<ChunkId, Entry, RandomState>;
+/// foldhash with a per-process random seed: fast on 32-byte keys, and the seed keeps ids
+/// crafted to collide in the table's low bits from degrading lookups.
+type Shard = HashMap<ChunkId, Entry, foldhash::fast::RandomState>;
 
 /// The sharded map.
 #[derive(Debug)]

@@ -35,8 +35,8 @@ pub use error::{Error, Result};
 pub use id::{CHUNK_ID_SIZE_BYTES, ChunkId, ParseChunkIdError};
 pub use merkle::{MerkleNode, MerkleShape, MerkleTree};
 pub use store::{
-    CHUNK_SIZE_BYTES_MAX_DEFAULT, Chunk, CompactionReport, Compression, Failpoint, Options, PutOutcome,
-    RecoveryReport, SEGMENT_SIZE_BYTES_DEFAULT, ScrubReport, Stats, Store, TOMBSTONE_RESERVE_BYTES,
+    CHUNK_SIZE_BYTES_MAX_DEFAULT, Chunk, CompactionReport, Compression, Failpoint, Options, PutOutcome, RecoveryReport,
+    SEGMENT_SIZE_BYTES_DEFAULT, ScrubReport, Stats, Store, TOMBSTONE_RESERVE_BYTES,
 };
 
 /// Checkpoint decoding, exposed for fuzzing.

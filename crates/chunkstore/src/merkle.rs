@@ -181,7 +181,11 @@ impl MerkleTree {
         if self.shape() != other.shape() {
             return (0..self.shape().leaf_count()).collect();
         }
-        let mut frontier = if self.root() == other.root() { vec![] } else { vec![0u32] };
+        let mut frontier = if self.root() == other.root() {
+            vec![]
+        } else {
+            vec![0u32]
+        };
         for level in 0..self.depth {
             let mut next = Vec::new();
             for index in frontier {
@@ -234,7 +238,11 @@ mod tests {
 
     #[test]
     fn finds_every_difference() {
-        let mut a = MerkleTree::new(MerkleShape { fanout_bits: 2, depth: 4 }).expect("shape");
+        let mut a = MerkleTree::new(MerkleShape {
+            fanout_bits: 2,
+            depth: 4,
+        })
+        .expect("shape");
         let mut b = a.clone();
         for i in 0..500 {
             a.insert(&h(i), &h(i));
@@ -250,7 +258,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        assert!(MerkleTree::new(MerkleShape { fanout_bits: 0, depth: 3 }).is_none());
-        assert!(MerkleTree::new(MerkleShape { fanout_bits: 8, depth: 4 }).is_none());
+        assert!(
+            MerkleTree::new(MerkleShape {
+                fanout_bits: 0,
+                depth: 3
+            })
+            .is_none()
+        );
+        assert!(
+            MerkleTree::new(MerkleShape {
+                fanout_bits: 8,
+                depth: 4
+            })
+            .is_none()
+        );
     }
 }

@@ -154,9 +154,7 @@ impl RecordHeader {
     }
 
     fn validate(&self) -> Result<(), HeaderError> {
-        if self.stored_len > RECORD_PAYLOAD_SIZE_BYTES_MAX
-            || self.raw_len > RECORD_PAYLOAD_SIZE_BYTES_MAX
-        {
+        if self.stored_len > RECORD_PAYLOAD_SIZE_BYTES_MAX || self.raw_len > RECORD_PAYLOAD_SIZE_BYTES_MAX {
             return Err(HeaderError::InvalidField("length"));
         }
         match self.kind {
@@ -256,7 +254,7 @@ impl<'a> Scanner<'a> {
         while search < self.bytes.len() {
             let found = search + finder.find(self.bytes.get(search..)?)?;
             let found_u64 = found as u64;
-            if found_u64 % RECORD_ALIGN_BYTES == 0 && self.record_at(found_u64).is_some() {
+            if found_u64.is_multiple_of(RECORD_ALIGN_BYTES) && self.record_at(found_u64).is_some() {
                 return Some(found_u64);
             }
             search = found + 1;
@@ -344,8 +342,6 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert!(matches!(items[0], ScanItem::Record { header, .. } if header == h1));
         assert!(matches!(items[1], ScanItem::Damaged { offset, .. } if offset == damaged_at as u64));
-        assert!(
-            matches!(items[2], ScanItem::Record { header, after_resync: true, .. } if header == h3)
-        );
+        assert!(matches!(items[2], ScanItem::Record { header, after_resync: true, .. } if header == h3));
     }
 }

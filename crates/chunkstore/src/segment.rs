@@ -88,7 +88,9 @@ impl SegmentHeader {
 
     /// Decodes a header; `Err` carries a short reason, or the unknown version.
     pub fn decode(b: &[u8]) -> Result<SegmentHeader, HeaderProblem> {
-        let b = b.get(..SEGMENT_HEADER_SIZE_BYTES as usize).ok_or(HeaderProblem::Invalid("short"))?;
+        let b = b
+            .get(..SEGMENT_HEADER_SIZE_BYTES as usize)
+            .ok_or(HeaderProblem::Invalid("short"))?;
         if b[0..8] != SEGMENT_MAGIC {
             return Err(HeaderProblem::Invalid("bad magic"));
         }

@@ -30,19 +30,19 @@ use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
 
+use crate::ChunkId;
 use crate::checkpoint::{Checkpoint, SegmentCoverage};
 use crate::error::{Error, Result};
 use crate::index::{Entry, EntryKind, INDEX_SHARDS, Index, Loc};
 use crate::merkle::{MerkleNode, MerkleShape, MerkleTree};
 use crate::record::{
-    FLAG_ZSTD, RECORD_HEADER_SIZE_BYTES, RECORD_PAYLOAD_SIZE_BYTES_MAX, RecordHeader, RecordKind, ScanItem,
-    Scanner, payload_crc, record_len_bytes,
+    FLAG_ZSTD, RECORD_HEADER_SIZE_BYTES, RECORD_PAYLOAD_SIZE_BYTES_MAX, RecordHeader, RecordKind, ScanItem, Scanner,
+    payload_crc, record_len_bytes,
 };
 use crate::segment::{
     COMPACTION_INPUTS_MAX, HeaderProblem, SEGMENT_HEADER_SIZE_BYTES, Segment, SegmentHeader, SegmentKind,
     SegmentWriter, parse_file_name, sync_dir,
 };
-use crate::ChunkId;
 
 /// Default maximum chunk size: 64 MiB.
 pub const CHUNK_SIZE_BYTES_MAX_DEFAULT: u32 = 64 * 1024 * 1024;
@@ -65,6 +65,8 @@ const CHECKPOINT_QUIESCE_TIMEOUT_MS: u64 = 10_000;
 /// Segment id marking an entry whose (corrupt) newest record was removed by compaction.
 const SEGMENT_ID_GONE: u32 = u32::MAX;
 const LOCK_FILE: &str = "LOCK";
+
+type SegmentMap = HashMap<u32, Arc<Segment>, foldhash::fast::RandomState>;
 
 /// Per-record compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +137,11 @@ impl Options {
         if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&self.segment_size_bytes) {
             return bad("segment_size_bytes must be between 64 KiB and 4 GiB");
         }
-        let needed = SEGMENT_HEADER_SIZE_BYTES
-            + record_len_bytes(self.chunk_size_bytes_max)
-            + TOMBSTONE_RESERVE_BYTES;
+        let needed = SEGMENT_HEADER_SIZE_BYTES + record_len_bytes(self.chunk_size_bytes_max) + TOMBSTONE_RESERVE_BYTES;
         if self.segment_size_bytes < needed {
-            return bad("segment_size_bytes must hold the segment header, one maximum-size chunk and the tombstone reserve");
+            return bad(
+                "segment_size_bytes must hold the segment header, one maximum-size chunk and the tombstone reserve",
+            );
         }
         if !(self.compaction_live_fraction_max > 0.0 && self.compaction_live_fraction_max <= 1.0) {
             return bad("compaction_live_fraction_max must be in (0, 1]");
@@ -199,7 +201,10 @@ impl AsRef<[u8]> for Chunk {
 
 impl fmt::Debug for Chunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Chunk").field("len", &self.len()).field("mapped", &self.is_mapped()).finish()
+        f.debug_struct("Chunk")
+            .field("len", &self.len())
+            .field("mapped", &self.is_mapped())
+            .finish()
     }
 }
 
@@ -357,7 +362,7 @@ pub struct Store {
     options: Options,
     _lock: File,
     index: Index,
-    segments: RwLock<HashMap<u32, Arc<Segment>>>,
+    segments: RwLock<SegmentMap>,
     writer: Mutex<Writer>,
     /// The active segment and its written end, mirrored from `writer` so a group-commit
     /// leader can read them without waiting for the writer lock (a checkpoint holds that
@@ -424,7 +429,7 @@ impl Store {
         ids.sort_unstable();
 
         // 2. Open them; finish any compaction whose output is in place.
-        let mut segments: HashMap<u32, Arc<Segment>> = HashMap::new();
+        let mut segments = SegmentMap::default();
         let mut replaced: Vec<u32> = Vec::new();
         let mut bad_headers = 0u64;
         for &id in &ids {
@@ -440,7 +445,10 @@ impl Store {
                     tracing::error!(segment = id, "segment header damaged; scanning its records anyway");
                 }
                 Err(HeaderProblem::Version(found)) => {
-                    return Err(Error::UnsupportedVersion { path: seg.path.clone(), found });
+                    return Err(Error::UnsupportedVersion {
+                        path: seg.path.clone(),
+                        found,
+                    });
                 }
             }
             segments.insert(id, Arc::new(seg));
@@ -617,7 +625,12 @@ impl Store {
                     ScanItem::Damaged { offset, len_bytes } => {
                         report.damaged_ranges += 1;
                         self.counters.corruptions.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(segment = seg.id, offset, len_bytes, "damaged bytes inside a segment skipped");
+                        tracing::error!(
+                            segment = seg.id,
+                            offset,
+                            len_bytes,
+                            "damaged bytes inside a segment skipped"
+                        );
                     }
                 }
             }
@@ -653,7 +666,14 @@ impl Store {
     }
 
     /// Applies one record found while opening.
-    fn recover_record(&self, seg: &Segment, offset: u64, header: RecordHeader, kind: EntryKind, report: &mut RecoveryReport) {
+    fn recover_record(
+        &self,
+        seg: &Segment,
+        offset: u64,
+        header: RecordHeader,
+        kind: EntryKind,
+        report: &mut RecoveryReport,
+    ) {
         report.records_scanned += 1;
         seg.record_bytes.fetch_add(header.record_len_bytes(), Ordering::Relaxed);
         if kind == EntryKind::Corrupt {
@@ -924,7 +944,11 @@ impl Store {
         if let Some(capacity) = self.options.capacity_bytes {
             let used = self.disk_bytes();
             // Puts stop at the capacity; tombstones (which free space) may go one segment over.
-            let allowed = if is_put { capacity } else { capacity.saturating_add(size) };
+            let allowed = if is_put {
+                capacity
+            } else {
+                capacity.saturating_add(size)
+            };
             if used + size > allowed {
                 return Err(Error::Full {
                     needed_bytes: size,
@@ -932,7 +956,7 @@ impl Store {
                 });
             }
         }
-        if w.next_segment_id >= SEGMENT_ID_GONE {
+        if w.next_segment_id == SEGMENT_ID_GONE {
             return Err(Error::InvalidOptions("segment ids exhausted".into()));
         }
         let new = Segment::create(
@@ -1113,11 +1137,11 @@ impl Store {
         }
     }
 
-    fn segments_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Arc<Segment>>> {
+    fn segments_read(&self) -> std::sync::RwLockReadGuard<'_, SegmentMap> {
         self.segments.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn segments_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, Arc<Segment>>> {
+    fn segments_write(&self) -> std::sync::RwLockWriteGuard<'_, SegmentMap> {
         self.segments.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -1203,11 +1227,11 @@ impl Store {
         let Some(chunk) = self.get(id)? else {
             return Ok(None);
         };
-        if ChunkId::of(&chunk) != *id {
-            if let Some(entry) = self.index.get(id) {
-                self.mark_corrupt(id, &entry);
-                return Err(self.corrupt(id, &entry, "content does not hash to its id"));
-            }
+        if ChunkId::of(&chunk) != *id
+            && let Some(entry) = self.index.get(id)
+        {
+            self.mark_corrupt(id, &entry);
+            return Err(self.corrupt(id, &entry, "content does not hash to its id"));
         }
         Ok(Some(chunk))
     }
@@ -1365,7 +1389,7 @@ impl Store {
         let out_id = {
             let mut w = lock(&self.writer);
             let id = w.next_segment_id;
-            if id >= SEGMENT_ID_GONE {
+            if id == SEGMENT_ID_GONE {
                 return Err(Error::InvalidOptions("segment ids exhausted".into()));
             }
             w.next_segment_id += 1;
@@ -1388,7 +1412,9 @@ impl Store {
         let mut dropped_puts: Vec<(ChunkId, Loc)> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         for seg in &inputs {
-            let bytes = seg.bytes(0, seg.file_len_bytes.load(Ordering::Relaxed)).unwrap_or_default();
+            let bytes = seg
+                .bytes(0, seg.file_len_bytes.load(Ordering::Relaxed))
+                .unwrap_or_default();
             for item in Scanner::new(bytes, SEGMENT_HEADER_SIZE_BYTES, false) {
                 let ScanItem::Record { offset, header, .. } = item else {
                     continue;
@@ -1436,7 +1462,9 @@ impl Store {
             }
         }
         if out.len_bytes() > SEGMENT_SIZE_BYTES_MAX {
-            return Err(Error::InvalidOptions("compaction output exceeds the segment size limit".into()));
+            return Err(Error::InvalidOptions(
+                "compaction output exceeds the segment size limit".into(),
+            ));
         }
         if self.options.failpoint == Some(Failpoint::CompactionBeforeRename) {
             std::mem::forget(out); // leave the temp file, as a crash would
@@ -1508,9 +1536,10 @@ impl Store {
         report.output = Some(out.id);
         report.bytes_after = out.file_len_bytes.load(Ordering::Relaxed);
         self.counters.compactions.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .compaction_reclaimed_bytes
-            .fetch_add(report.bytes_before.saturating_sub(report.bytes_after), Ordering::Relaxed);
+        self.counters.compaction_reclaimed_bytes.fetch_add(
+            report.bytes_before.saturating_sub(report.bytes_after),
+            Ordering::Relaxed,
+        );
         tracing::info!(
             inputs = ?report.inputs,
             output = out.id,

@@ -53,7 +53,11 @@ fn compression_only_when_it_pays() {
     assert!(!got.is_mapped(), "compressible chunk stored compressed");
     assert_eq!(&got[..], &text[..]);
     let stats = store.stats();
-    assert!(stats.live_record_bytes < 10_000, "stored {} bytes", stats.live_record_bytes);
+    assert!(
+        stats.live_record_bytes < 10_000,
+        "stored {} bytes",
+        stats.live_record_bytes
+    );
     let random = bytes(4, 60_000);
     let id = store.put(&random).unwrap().id;
     assert!(store.get(&id).unwrap().unwrap().is_mapped());
@@ -66,16 +70,25 @@ fn limits_and_bad_input() {
     let big = vec![0u8; 64 * 1024 + 1];
     assert!(matches!(store.put(&big), Err(Error::TooLarge { .. })));
     let claimed = ChunkId::of(b"something else");
-    assert!(matches!(store.put_expecting(claimed, b"data"), Err(Error::IdMismatch { .. })));
+    assert!(matches!(
+        store.put_expecting(claimed, b"data"),
+        Err(Error::IdMismatch { .. })
+    ));
     assert!(store.is_empty());
     let ok = store.put_expecting(ChunkId::of(b"data"), b"data").unwrap();
     assert!(ok.written);
-    assert!(matches!(Store::open(dir.path(), small_options()), Err(Error::Locked(_))));
+    assert!(matches!(
+        Store::open(dir.path(), small_options()),
+        Err(Error::Locked(_))
+    ));
     let bad = Options {
         segment_size_bytes: 1000,
         ..Options::default()
     };
-    assert!(matches!(Store::open(dir.path().join("x"), bad), Err(Error::InvalidOptions(_))));
+    assert!(matches!(
+        Store::open(dir.path().join("x"), bad),
+        Err(Error::InvalidOptions(_))
+    ));
     // The empty chunk is a chunk too.
     let empty = store.put(b"").unwrap();
     assert_eq!(store.get(&empty.id).unwrap().unwrap().len(), 0);
@@ -110,7 +123,10 @@ fn compaction_reclaims_space_and_keeps_data() {
     }
     drop(store);
     let store = Store::open(dir.path(), small_options()).unwrap();
-    assert!(store.recovery_report().used_checkpoint, "compaction leaves a fresh checkpoint");
+    assert!(
+        store.recovery_report().used_checkpoint,
+        "compaction leaves a fresh checkpoint"
+    );
     assert_eq!(store.len(), kept.len() as u64);
     for (id, data) in &kept {
         assert_eq!(&store.get(id).unwrap().unwrap()[..], &data[..]);
@@ -239,7 +255,12 @@ fn scrub_detects_rot_after_open() {
     let at = raw.windows(32).position(|w| w == &d[1000..1032]).unwrap();
     raw[at] ^= 1;
     use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(&raw[at..at + 1], at as u64).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&raw[at..at + 1], at as u64)
+        .unwrap();
     let report = store.scrub(1 << 30, None, |_| {});
     assert_eq!(report.corrupt, vec![id]);
     assert!(matches!(store.get(&id), Ok(None)));
@@ -251,7 +272,9 @@ fn scrub_detects_rot_after_open() {
 fn put_many_is_one_group_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small_options()).unwrap();
-    let items: Vec<Vec<u8>> = (0..500u64).map(|i| bytes(70_000 + i, 100 + (i as usize % 300))).collect();
+    let items: Vec<Vec<u8>> = (0..500u64)
+        .map(|i| bytes(70_000 + i, 100 + (i as usize % 300)))
+        .collect();
     let mut refs: Vec<&[u8]> = items.iter().map(|v| &v[..]).collect();
     refs.push(&items[0]); // a duplicate inside the batch is written once
     let before = store.stats().group_commits;
@@ -259,11 +282,54 @@ fn put_many_is_one_group_commit() {
     assert_eq!(out.len(), 501);
     assert!(out[..500].iter().all(|o| o.written));
     assert!(!out[500].written);
-    assert!(store.stats().group_commits - before <= 2, "segment rolls aside, one fsync for the batch");
+    assert!(
+        store.stats().group_commits - before <= 2,
+        "segment rolls aside, one fsync for the batch"
+    );
     drop(store);
     let store = Store::open(dir.path(), small_options()).unwrap();
     assert_eq!(store.len(), 500);
     for v in &items {
         assert_eq!(&store.get(&ChunkId::of(v)).unwrap().unwrap()[..], &v[..]);
+    }
+}
+
+#[test]
+fn tombstone_outlives_compaction_of_its_own_segment() {
+    // The put of X stays in a mostly-live segment; its tombstone lands in a mostly-dead one
+    // that compaction rewrites alone. Dropping the tombstone there would resurrect X.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small_options()).unwrap();
+    let x = bytes(424_242, 1_000);
+    let x_id = store.put(&x).unwrap().id;
+    for i in 0..5u64 {
+        store.put(&bytes(1_000 + i, 40_000)).unwrap(); // keeps segment 1 live
+    }
+    let doomed: Vec<ChunkId> = (0..4u64)
+        .map(|i| store.put(&bytes(2_000 + i, 40_000)).unwrap().id)
+        .collect();
+    for id in &doomed {
+        assert!(store.delete(id).unwrap());
+    }
+    assert!(store.delete(&x_id).unwrap());
+    for i in 0..6u64 {
+        store.put(&bytes(3_000 + i, 40_000)).unwrap(); // moves on to later segments
+    }
+    let report = store.compact().unwrap();
+    assert!(!report.inputs.is_empty(), "{report:?}");
+    assert!(!report.inputs.contains(&1), "segment 1 is mostly live: {report:?}");
+    assert!(!store.contains(&x_id));
+    drop(store);
+    // Without the checkpoint (as after a crash right after the inputs were deleted), the
+    // segments alone must say that X is deleted.
+    std::fs::remove_file(dir.path().join("index.ckpt")).unwrap();
+    let store = Store::open(dir.path(), small_options()).unwrap();
+    assert!(!store.recovery_report().used_checkpoint);
+    assert!(
+        !store.contains(&x_id),
+        "deleted chunk resurrected after its tombstone's segment was compacted"
+    );
+    for id in &doomed {
+        assert!(!store.contains(id));
     }
 }

@@ -31,7 +31,12 @@ fn no_compression() -> Options {
 
 /// Writes `base` chunks, then `tail` small chunks whose record ends are returned (offsets in
 /// the last segment file), and drops the store without a checkpoint.
-fn build(dir: &Path, base: usize, tail: usize) -> (Vec<(ChunkId, Vec<u8>)>, Vec<(ChunkId, Vec<u8>, u64)>) {
+/// Chunks written before the tail segment.
+type Base = Vec<(ChunkId, Vec<u8>)>;
+/// Tail chunks with the offset where each record's payload ends.
+type Tail = Vec<(ChunkId, Vec<u8>, u64)>;
+
+fn build(dir: &Path, base: usize, tail: usize) -> (Base, Tail) {
     let store = Store::open(dir, no_compression()).unwrap();
     let mut base_items = Vec::new();
     for i in 0..base {
@@ -69,7 +74,10 @@ fn torn_tail_at_every_offset() {
         for zero_fill in [false, true] {
             let work = tempfile::tempdir().unwrap();
             copy_dir(src.path(), work.path());
-            let f = fs::OpenOptions::new().write(true).open(work.path().join(&last_name)).unwrap();
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(work.path().join(&last_name))
+                .unwrap();
             f.set_len(cut).unwrap();
             if zero_fill {
                 // Preallocated space after the cut reads as zeros.
@@ -78,7 +86,11 @@ fn torn_tail_at_every_offset() {
             drop(f);
             let store = Store::open(work.path(), no_compression()).unwrap();
             for (id, d) in &base {
-                assert_eq!(&store.get(id).unwrap().unwrap()[..], &d[..], "cut {cut}: base chunk lost");
+                assert_eq!(
+                    &store.get(id).unwrap().unwrap()[..],
+                    &d[..],
+                    "cut {cut}: base chunk lost"
+                );
             }
             let mut expected = base.len() as u64;
             for (id, d, end) in &tail {
@@ -177,7 +189,11 @@ fn compaction_interrupted_at_every_step() {
             assert_eq!(&store.get(id).unwrap().unwrap()[..], &d[..], "{fp:?}");
         }
         for id in &ids {
-            assert_eq!(store.contains(id), model.contains_key(id), "{fp:?}: deleted chunk resurrected");
+            assert_eq!(
+                store.contains(id),
+                model.contains_key(id),
+                "{fp:?}: deleted chunk resurrected"
+            );
         }
         assert_eq!(store.stats().corruptions, 0, "{fp:?}");
         // A later compaction finishes the job.

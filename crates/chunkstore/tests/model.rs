@@ -12,10 +12,16 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { seed: u64, len: usize, compressible: bool },
+    Put {
+        seed: u64,
+        len: usize,
+        compressible: bool,
+    },
     Delete(usize),
     Get(usize),
     Reopen,
+    /// Reopen without the checkpoint, as after a crash that left it stale.
+    ReopenWithoutCheckpoint,
     Close,
     Compact,
     Checkpoint,
@@ -27,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (0usize..64).prop_map(Op::Delete),
         4 => (0usize..64).prop_map(Op::Get),
         1 => Just(Op::Reopen),
+        1 => Just(Op::ReopenWithoutCheckpoint),
         1 => Just(Op::Close),
         2 => Just(Op::Compact),
         1 => Just(Op::Checkpoint),
@@ -96,6 +103,11 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(store.take());
+                    store = Some(Store::open(dir.path(), options()).unwrap());
+                }
+                Op::ReopenWithoutCheckpoint => {
+                    drop(store.take());
+                    let _ = std::fs::remove_file(dir.path().join("index.ckpt"));
                     store = Some(Store::open(dir.path(), options()).unwrap());
                 }
                 Op::Close => {
