@@ -212,8 +212,7 @@ pub enum ScanItem {
 ///
 /// After an invalid header the scanner looks for the next aligned record magic whose header
 /// validates and whose payload fits; everything skipped is reported as `Damaged`. A run of
-/// damage that reaches the end of `bytes` is the torn tail (or the zeroed, preallocated tail of
-/// an active segment); `end_of_valid` tells where the last valid record ended.
+/// damage that reaches the end of `bytes` is the torn tail (or zeros where a crash left a hole); `end_of_valid` tells where the last valid record ended.
 pub struct Scanner<'a> {
     bytes: &'a [u8],
     pos: u64,

@@ -14,8 +14,8 @@
 //!
 //! # Durability
 //!
-//! `put` and `delete` return only after their record is fsynced (`fdatasync` of a
-//! preallocated file; new files and renames also fsync the directory). An fsync error
+//! `put` and `delete` return only after their record is fsynced (`fdatasync` of the
+//! segment file; new files and renames also fsync the directory). An fsync error
 //! poisons the store: later writes fail with `Error::Poisoned` until it is reopened.
 
 use std::borrow::Cow;
@@ -37,7 +37,7 @@ use crate::index::{Entry, EntryKind, INDEX_SHARDS, Index, Loc};
 use crate::merkle::{MerkleNode, MerkleShape, MerkleTree};
 use crate::record::{
     FLAG_ZSTD, RECORD_HEADER_SIZE_BYTES, RECORD_PAYLOAD_SIZE_BYTES_MAX, RecordHeader, RecordKind, ScanItem, Scanner,
-    payload_crc, record_len_bytes,
+    align_up, payload_crc, record_len_bytes,
 };
 use crate::segment::{
     COMPACTION_INPUTS_MAX, HeaderProblem, SEGMENT_HEADER_SIZE_BYTES, Segment, SegmentHeader, SegmentKind,
@@ -65,6 +65,12 @@ const CHECKPOINT_QUIESCE_TIMEOUT_MS: u64 = 10_000;
 /// Segment id marking an entry whose (corrupt) newest record was removed by compaction.
 const SEGMENT_ID_GONE: u32 = u32::MAX;
 const LOCK_FILE: &str = "LOCK";
+const RESERVE_FILE: &str = "RESERVE";
+/// Size of the ballast file `RESERVE`. When the file system is full, deleting it gives
+/// deletes (tombstones) and compaction room to free space; it is recreated once space is
+/// back. Segment files are not preallocated, so without it a full disk could refuse the very
+/// deletes that would empty it.
+pub const SPACE_RESERVE_BYTES: u64 = 256 * 1024;
 
 type SegmentMap = HashMap<u32, Arc<Segment>, foldhash::fast::RandomState>;
 
@@ -95,8 +101,7 @@ pub enum Failpoint {
 /// Options for `Store::open`.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Size at which the active segment is sealed and a new one started. Each active segment
-    /// is preallocated to this size.
+    /// Size at which the active segment is sealed and a new one started.
     pub segment_size_bytes: u64,
     /// Largest chunk accepted.
     pub chunk_size_bytes_max: u32,
@@ -224,7 +229,7 @@ pub struct Stats {
     pub chunks: u64,
     /// Segment files.
     pub segments: u64,
-    /// Bytes of segment files on disk (the active one at its preallocated size).
+    /// Bytes of segment files on disk.
     pub disk_bytes: u64,
     /// Bytes of live records (headers, payloads, padding).
     pub live_record_bytes: u64,
@@ -275,7 +280,7 @@ pub struct RecoveryReport {
     pub corrupt_records: u64,
     /// Damaged byte ranges skipped in the middle of segments.
     pub damaged_ranges: u64,
-    /// Bytes cut from segment tails (torn writes, preallocated space).
+    /// Bytes cut from segment tails (torn writes).
     pub truncated_bytes: u64,
     /// Input segments of an interrupted compaction removed.
     pub replaced_segments_removed: u64,
@@ -474,9 +479,11 @@ impl Store {
         // 3. The checkpoint, if it is still consistent with the files.
         let checkpoint = Checkpoint::read(&dir)?.filter(|c| {
             c.segments.iter().all(|cov| {
-                segments
-                    .get(&cov.segment_id)
-                    .is_some_and(|s| s.file_len_bytes.load(Ordering::Relaxed) >= cov.covered_len_bytes)
+                cov.covered_len_bytes.is_multiple_of(crate::record::RECORD_ALIGN_BYTES)
+                    && cov.covered_len_bytes >= SEGMENT_HEADER_SIZE_BYTES
+                    && segments
+                        .get(&cov.segment_id)
+                        .is_some_and(|s| s.file_len_bytes.load(Ordering::Relaxed) >= cov.covered_len_bytes)
             })
         });
 
@@ -544,6 +551,7 @@ impl Store {
             "chunk store opened"
         );
         store.recovery = report;
+        store.ensure_space_reserve();
         Ok(store)
     }
 
@@ -640,11 +648,22 @@ impl Store {
                 end_of_valid = offset;
             }
             report.bytes_scanned += end_of_valid.saturating_sub(start);
-            let end = end_of_valid.max(start);
-            if file_len > end {
-                // A torn tail, or the unused preallocated space of the segment that was active.
+            // Segments end on a record boundary (the last record's padding included), so the
+            // next scan, or a checkpoint's covered length, starts aligned.
+            let end = align_up(end_of_valid.max(start));
+            if file_len != end {
+                // A torn tail: a record the crash interrupted.
                 seg.truncate(end)?;
-                report.truncated_bytes += file_len - end;
+                report.truncated_bytes += file_len.saturating_sub(end);
+                // Map the new length (the old mapping may be a few bytes short of it).
+                let reopened = Segment::open(&self.dir, seg.id)?;
+                reopened
+                    .record_bytes
+                    .store(seg.record_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+                reopened
+                    .dead_bytes
+                    .store(seg.dead_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+                self.segments_write().insert(seg.id, Arc::new(reopened));
             }
         }
 
@@ -884,6 +903,21 @@ impl Store {
     fn append_locked(
         &self,
         w: &mut Writer,
+        header: RecordHeader,
+        payload: &[u8],
+    ) -> Result<(NewRecord, Pos, Arc<Segment>)> {
+        match self.append_once(w, header, payload) {
+            // A tombstone frees space: let it use the reserve rather than fail on a full disk.
+            Err(Error::Full { .. }) if header.kind == RecordKind::Tombstone && self.release_space_reserve() => {
+                self.append_once(w, header, payload)
+            }
+            r => r,
+        }
+    }
+
+    fn append_once(
+        &self,
+        w: &mut Writer,
         mut header: RecordHeader,
         payload: &[u8],
     ) -> Result<(NewRecord, Pos, Arc<Segment>)> {
@@ -911,6 +945,10 @@ impl Store {
             w.broken = true;
             return Err(e);
         }
+        seg.file_len_bytes.fetch_max(
+            offset + RECORD_HEADER_SIZE_BYTES as u64 + payload.len() as u64,
+            Ordering::Relaxed,
+        );
         w.next_seq += 1;
         w.pos += len;
         seg.record_bytes.fetch_add(len, Ordering::Relaxed);
@@ -997,6 +1035,33 @@ impl Store {
         );
         self.synced.notify_all();
         Ok(())
+    }
+
+    /// Creates the ballast file if it is missing (best effort: a full disk just leaves it out).
+    fn ensure_space_reserve(&self) {
+        let path = self.dir.join(RESERVE_FILE);
+        if fs::metadata(&path).is_ok_and(|m| m.len() == SPACE_RESERVE_BYTES) {
+            return;
+        }
+        let made = (|| -> std::io::Result<()> {
+            let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+            let zeros = vec![0u8; SPACE_RESERVE_BYTES as usize];
+            std::io::Write::write_all(&mut f, &zeros)?;
+            f.sync_all()
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_file(&path);
+            tracing::warn!(error = %e, "could not create the space reserve file");
+        }
+    }
+
+    /// Deletes the ballast file; `true` if there was one to delete.
+    fn release_space_reserve(&self) -> bool {
+        let released = fs::remove_file(self.dir.join(RESERVE_FILE)).is_ok();
+        if released {
+            tracing::warn!(dir = %self.dir.display(), "file system full: released the space reserve");
+        }
+        released
     }
 
     fn poison(&self, context: &str, e: &std::io::Error) {
@@ -1356,6 +1421,18 @@ impl Store {
     /// every step: the output names the inputs it replaces, and opening finishes the job.
     pub fn compact(&self) -> Result<CompactionReport> {
         let compaction = lock(&self.compaction);
+        let report = match self.compact_locked(&compaction) {
+            // Compaction needs room for its output before it frees the inputs.
+            Err(Error::Full { .. }) if self.release_space_reserve() => self.compact_locked(&compaction),
+            r => r,
+        }?;
+        if !report.inputs.is_empty() {
+            self.ensure_space_reserve();
+        }
+        Ok(report)
+    }
+
+    fn compact_locked(&self, compaction: &MutexGuard<'_, ()>) -> Result<CompactionReport> {
         let mut report = CompactionReport::default();
         let active_id = lock(&self.writer).active.id;
         let size = self.options.segment_size_bytes;
@@ -1412,9 +1489,14 @@ impl Store {
         let mut dropped_puts: Vec<(ChunkId, Loc)> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         for seg in &inputs {
-            let bytes = seg
-                .bytes(0, seg.file_len_bytes.load(Ordering::Relaxed))
-                .unwrap_or_default();
+            // Never treat unreadable bytes as empty: records not copied would be lost.
+            let Some(bytes) = seg.bytes(0, seg.file_len_bytes.load(Ordering::Relaxed)) else {
+                return Err(Error::io(
+                    "compacting (segment shorter than its recorded length; nothing changed)",
+                    &seg.path,
+                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                ));
+            };
             for item in Scanner::new(bytes, SEGMENT_HEADER_SIZE_BYTES, false) {
                 let ScanItem::Record { offset, header, .. } = item else {
                     continue;
@@ -1549,7 +1631,7 @@ impl Store {
             "compacted segments"
         );
         // The old checkpoint names segments that are gone: replace it.
-        self.checkpoint_locked(&compaction)?;
+        self.checkpoint_locked(compaction)?;
         Ok(report)
     }
 
