@@ -4,7 +4,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "hadss", version, about = "HADSS: a high-availability distributed object store")]
+#[command(
+    name = "hadss",
+    version,
+    about = "HADSS: a high-availability distributed object store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
