@@ -1,0 +1,7 @@
+//! HADSS, the library behind the `hadss` binary: one module per layer, added as the layers
+//! land. Today: `cluster` (the signed cluster map and placement). The storage engine is the
+//! `chunkstore` crate; membership is the `swim` crate.
+
+#![deny(unsafe_code)]
+
+pub mod cluster;
