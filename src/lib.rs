@@ -1,7 +1,9 @@
 //! HADSS, the library behind the `hadss` binary: one module per layer, added as the layers
-//! land. Today: `cluster` (the signed cluster map and placement). The storage engine is the
+//! land. Today: `cluster` (the signed cluster map and placement) and `storage::replication` (the
+//! sans-IO write coordinator). The storage engine is the
 //! `chunkstore` crate; membership is the `swim` crate.
 
 #![deny(unsafe_code)]
 
 pub mod cluster;
+pub mod storage;

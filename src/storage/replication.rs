@@ -1,0 +1,519 @@
+//! The sans-IO write coordinator: quorum bookkeeping, per-target timeouts and fallback
+//! choice for one replicated write (a chunk or a record).
+//!
+//! The node that coordinates a write (the first live replica for a chunk put, the gateway for
+//! a record put) creates one `WriteCoordinator` per write and feeds it what happens: acks,
+//! failures, timer ticks, all with the current time. It answers with effects: send the
+//! payload to a target (possibly as a *hint* held on behalf of a replica that is down), arm a
+//! timer, and finally the outcome. The local store is a target like any other; the shell
+//! "sends" to itself by writing locally.
+//!
+//! Invariants (checked by assertions and by a property test over random event sequences):
+//! - `Outcome::Acked` is emitted only when at least W distinct targets reported the payload
+//!   durable; it is emitted at most once, and nothing is emitted after the outcome.
+//! - Every target is sent to at most once; a replica that fails or times out is replaced by the
+//!   next live fallback node not yet used, carrying a hint naming the replica.
+//! - Acks from nodes that were never sent to, and repeated acks, change nothing.
+//!
+//! Does not: talk to the network, read clocks, or decide liveness (the caller passes SWIM's
+//! view as a predicate).
+
+use std::collections::BTreeMap;
+
+use crate::cluster::NodeId;
+
+/// How long a target has to acknowledge before its fallback is tried.
+pub const TARGET_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// How long a whole write may take before it fails.
+pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Most targets one write may involve (replicas plus fallbacks): the preference list length.
+pub const TARGETS_MAX: usize = crate::cluster::placement::PREFERENCE_LEN_MAX;
+
+/// Timeouts of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteTimeouts {
+    /// Per target, before trying a fallback.
+    pub target_timeout_ms: u64,
+    /// For the whole write.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for WriteTimeouts {
+    fn default() -> Self {
+        WriteTimeouts {
+            target_timeout_ms: TARGET_TIMEOUT_MS_DEFAULT,
+            write_timeout_ms: WRITE_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+/// What the coordinator asks its shell to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteEffect {
+    /// Send the payload to `to`; if `hint_for` is set, `to` holds it on behalf of that replica
+    /// and hands it back when the replica returns.
+    Send {
+        /// The target.
+        to: NodeId,
+        /// The replica this copy stands in for.
+        hint_for: Option<NodeId>,
+    },
+    /// Call `handle_timer` at this time (absolute, ms).
+    Timer {
+        /// When.
+        at_ms: u64,
+    },
+    /// The write is decided.
+    Done(Outcome),
+}
+
+/// The decision on a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// At least W targets hold the payload durably.
+    Acked {
+        /// The targets that acknowledged, in acknowledgement order.
+        durable_on: Vec<NodeId>,
+        /// Of those, the ones holding a hint (replica → stand-in).
+        hints: Vec<(NodeId, NodeId)>,
+    },
+    /// W durable copies could not be reached: no live targets left, or the write timed out.
+    /// Copies that did land are harmless (anti-entropy or GC deals with them).
+    Failed {
+        /// Durable acknowledgements received.
+        durable_acks: usize,
+        /// What was needed.
+        needed: usize,
+        /// Why.
+        reason: FailReason,
+    },
+}
+
+/// Why a write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// Every replica and fallback was tried or is down.
+    NoTargetsLeft,
+    /// The write timeout passed.
+    Timeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetState {
+    Pending { deadline_ms: u64 },
+    Durable,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Target {
+    hint_for: Option<NodeId>,
+    state: TargetState,
+}
+
+/// One replicated write.
+#[derive(Debug)]
+pub struct WriteCoordinator {
+    write_quorum: usize,
+    timeouts: WriteTimeouts,
+    deadline_ms: u64,
+    /// Replicas first, then fallbacks, as placement ordered them.
+    preference: Vec<NodeId>,
+    /// Index into `preference` of the next fallback candidate.
+    next_fallback: usize,
+    targets: BTreeMap<NodeId, Target>,
+    durable_order: Vec<NodeId>,
+    done: bool,
+}
+
+impl WriteCoordinator {
+    /// Starts a write to the first `replication` nodes of `preference`, replacing each one
+    /// `is_alive` says is down by the next live fallback. `write_quorum` copies must become
+    /// durable.
+    pub fn start(
+        now_ms: u64,
+        preference: &[NodeId],
+        replication: usize,
+        write_quorum: usize,
+        timeouts: WriteTimeouts,
+        is_alive: &dyn Fn(&NodeId) -> bool,
+        effects: &mut Vec<WriteEffect>,
+    ) -> WriteCoordinator {
+        assert!(write_quorum >= 1 && write_quorum <= replication, "1 <= W <= N");
+        let preference: Vec<NodeId> = preference.iter().take(TARGETS_MAX).cloned().collect();
+        let replicas = replication.min(preference.len());
+        let mut c = WriteCoordinator {
+            write_quorum,
+            timeouts,
+            deadline_ms: now_ms.saturating_add(timeouts.write_timeout_ms),
+            next_fallback: replicas,
+            preference,
+            targets: BTreeMap::new(),
+            durable_order: Vec::new(),
+            done: false,
+        };
+        for i in 0..replicas {
+            let replica = c.preference[i].clone();
+            if is_alive(&replica) {
+                c.send(now_ms, replica, None, effects);
+            } else {
+                c.send_fallback(now_ms, replica, is_alive, effects);
+            }
+        }
+        effects.push(WriteEffect::Timer { at_ms: c.deadline_ms });
+        c.check(effects);
+        c
+    }
+
+    /// Whether the outcome has been emitted.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn send(&mut self, now_ms: u64, to: NodeId, hint_for: Option<NodeId>, effects: &mut Vec<WriteEffect>) {
+        debug_assert!(!self.targets.contains_key(&to), "a target is sent to once");
+        let deadline_ms = now_ms.saturating_add(self.timeouts.target_timeout_ms);
+        self.targets.insert(
+            to.clone(),
+            Target {
+                hint_for: hint_for.clone(),
+                state: TargetState::Pending { deadline_ms },
+            },
+        );
+        effects.push(WriteEffect::Send { to, hint_for });
+        effects.push(WriteEffect::Timer { at_ms: deadline_ms });
+    }
+
+    /// Sends a stand-in copy for `replica` to the next live, unused fallback, if any.
+    fn send_fallback(
+        &mut self,
+        now_ms: u64,
+        replica: NodeId,
+        is_alive: &dyn Fn(&NodeId) -> bool,
+        effects: &mut Vec<WriteEffect>,
+    ) {
+        while self.next_fallback < self.preference.len() {
+            let candidate = self.preference[self.next_fallback].clone();
+            self.next_fallback += 1;
+            if is_alive(&candidate) && !self.targets.contains_key(&candidate) {
+                self.send(now_ms, candidate, Some(replica), effects);
+                return;
+            }
+        }
+    }
+
+    /// A target reports the payload durable.
+    pub fn handle_ack(&mut self, from: &NodeId, effects: &mut Vec<WriteEffect>) {
+        if self.done {
+            return;
+        }
+        let Some(t) = self.targets.get_mut(from) else {
+            return; // never asked: ignore
+        };
+        if let TargetState::Pending { .. } = t.state {
+            t.state = TargetState::Durable;
+            self.durable_order.push(from.clone());
+        }
+        self.check(effects);
+    }
+
+    /// A target reports an error, or its connection failed: try a fallback in its place.
+    pub fn handle_failure(
+        &mut self,
+        now_ms: u64,
+        from: &NodeId,
+        is_alive: &dyn Fn(&NodeId) -> bool,
+        effects: &mut Vec<WriteEffect>,
+    ) {
+        if self.done {
+            return;
+        }
+        let Some(t) = self.targets.get_mut(from) else {
+            return;
+        };
+        if !matches!(t.state, TargetState::Pending { .. }) {
+            return; // a late error after an ack changes nothing
+        }
+        t.state = TargetState::Failed;
+        let replica = t.hint_for.clone().unwrap_or_else(|| from.clone());
+        self.send_fallback(now_ms, replica, is_alive, effects);
+        self.check(effects);
+    }
+
+    /// Time passed: fail targets past their deadline (trying fallbacks) and the whole write
+    /// past its own.
+    pub fn handle_timer(&mut self, now_ms: u64, is_alive: &dyn Fn(&NodeId) -> bool, effects: &mut Vec<WriteEffect>) {
+        if self.done {
+            return;
+        }
+        if now_ms >= self.deadline_ms {
+            self.finish_failed(FailReason::Timeout, effects);
+            return;
+        }
+        let expired: Vec<NodeId> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TargetState::Pending { deadline_ms } if now_ms >= deadline_ms))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.handle_failure(now_ms, &id, is_alive, effects);
+            if self.done {
+                return;
+            }
+        }
+    }
+
+    fn durable_count(&self) -> usize {
+        self.durable_order.len()
+    }
+
+    fn check(&mut self, effects: &mut Vec<WriteEffect>) {
+        if self.done {
+            return;
+        }
+        if self.durable_count() >= self.write_quorum {
+            let hints = self
+                .durable_order
+                .iter()
+                .filter_map(|id| {
+                    let t = &self.targets[id];
+                    t.hint_for.clone().map(|r| (r, id.clone()))
+                })
+                .collect();
+            assert!(self.durable_order.len() >= self.write_quorum);
+            self.done = true;
+            effects.push(WriteEffect::Done(Outcome::Acked {
+                durable_on: self.durable_order.clone(),
+                hints,
+            }));
+            return;
+        }
+        let pending = self
+            .targets
+            .values()
+            .filter(|t| matches!(t.state, TargetState::Pending { .. }))
+            .count();
+        if self.durable_count() + pending < self.write_quorum && self.next_fallback >= self.preference.len() {
+            self.finish_failed(FailReason::NoTargetsLeft, effects);
+        }
+    }
+
+    fn finish_failed(&mut self, reason: FailReason, effects: &mut Vec<WriteEffect>) {
+        self.done = true;
+        effects.push(WriteEffect::Done(Outcome::Failed {
+            durable_acks: self.durable_count(),
+            needed: self.write_quorum,
+            reason,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<NodeId> {
+        (0..n).map(|i| NodeId(vec![b'a' + i as u8])).collect()
+    }
+
+    fn sends(effects: &[WriteEffect]) -> Vec<(NodeId, Option<NodeId>)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                WriteEffect::Send { to, hint_for } => Some((to.clone(), hint_for.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn outcome(effects: &[WriteEffect]) -> Option<&Outcome> {
+        effects.iter().find_map(|e| match e {
+            WriteEffect::Done(o) => Some(o),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn all_alive_acks_at_quorum() {
+        let pref = ids(5);
+        let mut fx = Vec::new();
+        let mut c = WriteCoordinator::start(0, &pref, 3, 2, WriteTimeouts::default(), &|_| true, &mut fx);
+        assert_eq!(
+            sends(&fx),
+            vec![
+                (pref[0].clone(), None),
+                (pref[1].clone(), None),
+                (pref[2].clone(), None)
+            ]
+        );
+        fx.clear();
+        c.handle_ack(&pref[1], &mut fx);
+        assert!(outcome(&fx).is_none());
+        c.handle_ack(&pref[1], &mut fx); // duplicate
+        c.handle_ack(&pref[4], &mut fx); // never asked
+        assert!(outcome(&fx).is_none());
+        c.handle_ack(&pref[0], &mut fx);
+        assert!(matches!(outcome(&fx), Some(Outcome::Acked { durable_on, .. }) if durable_on.len() == 2));
+    }
+
+    #[test]
+    fn dead_replica_gets_a_hinted_fallback() {
+        let pref = ids(5);
+        let dead = pref[1].clone();
+        let alive = move |n: &NodeId| *n != dead;
+        let mut fx = Vec::new();
+        let mut c = WriteCoordinator::start(0, &pref, 3, 3, WriteTimeouts::default(), &alive, &mut fx);
+        let s = sends(&fx);
+        assert!(s.contains(&(pref[3].clone(), Some(pref[1].clone()))), "{s:?}");
+        for n in [&pref[0], &pref[2], &pref[3]] {
+            c.handle_ack(n, &mut fx);
+        }
+        let Some(Outcome::Acked { hints, .. }) = outcome(&fx) else {
+            panic!("not acked: {fx:?}")
+        };
+        assert_eq!(hints, &vec![(pref[1].clone(), pref[3].clone())]);
+    }
+
+    #[test]
+    fn timeouts_move_to_fallbacks_then_fail() {
+        let pref = ids(4);
+        let t = WriteTimeouts {
+            target_timeout_ms: 100,
+            write_timeout_ms: 1000,
+        };
+        let mut fx = Vec::new();
+        let mut c = WriteCoordinator::start(0, &pref, 3, 2, t, &|_| true, &mut fx);
+        c.handle_ack(&pref[0], &mut fx);
+        fx.clear();
+        c.handle_timer(100, &|_| true, &mut fx);
+        // b and c timed out: only d is left to stand in for one of them.
+        assert_eq!(sends(&fx), vec![(pref[3].clone(), Some(pref[1].clone()))]);
+        c.handle_timer(200, &|_| true, &mut fx);
+        assert!(matches!(
+            outcome(&fx),
+            Some(Outcome::Failed {
+                durable_acks: 1,
+                needed: 2,
+                reason: FailReason::NoTargetsLeft
+            })
+        ));
+        assert!(c.is_done());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Ack(usize),
+        Fail(usize),
+        Advance(u64),
+        Kill(usize),
+        Revive(usize),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            4 => (0usize..10).prop_map(Event::Ack),
+            2 => (0usize..10).prop_map(Event::Fail),
+            2 => (0u64..1500).prop_map(Event::Advance),
+            1 => (0usize..10).prop_map(Event::Kill),
+            1 => (0usize..10).prop_map(Event::Revive),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Under any sequence of acks, failures, timeouts and liveness changes, the coordinator
+        /// never acknowledges a write with fewer than W durable copies, decides once, and sends
+        /// to each target once.
+        #[test]
+        fn never_acks_below_quorum(
+            len in 1usize..10,
+            n_raw in 1usize..6,
+            w_raw in 1usize..6,
+            initially_dead in proptest::collection::btree_set(0usize..10, 0..5),
+            events in proptest::collection::vec(event(), 0..60),
+        ) {
+            let n = n_raw.min(len).max(1);
+            let w = w_raw.min(n);
+            let pref: Vec<NodeId> = (0..len).map(|i| NodeId(vec![i as u8 + 1])).collect();
+            let mut dead: BTreeSet<usize> = initially_dead;
+            let timeouts = WriteTimeouts { target_timeout_ms: 300, write_timeout_ms: 5_000 };
+            let mut now = 0u64;
+            let mut fx = Vec::new();
+            let alive_of = |dead: &BTreeSet<usize>| {
+                let dead = dead.clone();
+                move |id: &NodeId| !dead.contains(&(usize::from(id.0[0]) - 1))
+            };
+            let mut c = WriteCoordinator::start(now, &pref, n, w, timeouts, &alive_of(&dead), &mut fx);
+            let mut sent: BTreeSet<NodeId> = BTreeSet::new();
+            let mut acked_by_harness: BTreeSet<NodeId> = BTreeSet::new();
+            let mut decisions = 0;
+            let mut check = |fx: &mut Vec<WriteEffect>, sent: &mut BTreeSet<NodeId>, acked: &BTreeSet<NodeId>| -> Result<(), TestCaseError> {
+                for e in fx.drain(..) {
+                    match e {
+                        WriteEffect::Send { to, .. } => prop_assert!(sent.insert(to), "a target was sent to twice"),
+                        WriteEffect::Done(Outcome::Acked { durable_on, .. }) => {
+                            decisions += 1;
+                            let distinct: BTreeSet<_> = durable_on.iter().cloned().collect();
+                            prop_assert_eq!(distinct.len(), durable_on.len());
+                            prop_assert!(durable_on.len() >= w, "acked with {} < W={}", durable_on.len(), w);
+                            prop_assert!(durable_on.iter().all(|d| acked.contains(d) && sent.contains(d)));
+                        }
+                        WriteEffect::Done(Outcome::Failed { .. }) => decisions += 1,
+                        WriteEffect::Timer { .. } => {}
+                    }
+                }
+                prop_assert!(decisions <= 1, "decided twice");
+                Ok(())
+            };
+            check(&mut fx, &mut sent, &acked_by_harness)?;
+            for ev in events {
+                match ev {
+                    Event::Ack(i) => {
+                        let id = NodeId(vec![(i % len) as u8 + 1]);
+                        // Only a node that received the payload can hold it durably.
+                        if sent.contains(&id) {
+                            acked_by_harness.insert(id.clone());
+                        }
+                        c.handle_ack(&id, &mut fx);
+                    }
+                    Event::Fail(i) => c.handle_failure(now, &NodeId(vec![(i % len) as u8 + 1]), &alive_of(&dead), &mut fx),
+                    Event::Advance(d) => {
+                        now += d;
+                        c.handle_timer(now, &alive_of(&dead), &mut fx);
+                    }
+                    Event::Kill(i) => { dead.insert(i % len); }
+                    Event::Revive(i) => { dead.remove(&(i % len)); }
+                }
+                check(&mut fx, &mut sent, &acked_by_harness)?;
+            }
+        }
+
+        /// With every node alive and acknowledging, every write is acknowledged.
+        #[test]
+        fn acks_when_everyone_answers(len in 1usize..10, n_raw in 1usize..6, w_raw in 1usize..6) {
+            let n = n_raw.min(len);
+            let w = w_raw.min(n);
+            let pref: Vec<NodeId> = (0..len).map(|i| NodeId(vec![i as u8 + 1])).collect();
+            let mut fx = Vec::new();
+            let mut c = WriteCoordinator::start(0, &pref, n, w, WriteTimeouts::default(), &|_| true, &mut fx);
+            let targets: Vec<NodeId> = fx.iter().filter_map(|e| match e { WriteEffect::Send { to, .. } => Some(to.clone()), _ => None }).collect();
+            prop_assert_eq!(targets.len(), n);
+            for t in &targets {
+                c.handle_ack(t, &mut fx);
+            }
+            let acked = fx.iter().any(|e| matches!(e, WriteEffect::Done(Outcome::Acked { .. })));
+            prop_assert!(acked, "every target acked but the write was not: {:?}", fx);
+        }
+    }
+}
