@@ -1,0 +1,35 @@
+//! The network layer: node identity and cluster secret files (`identity`), the private
+//! libp2p transport (`transport`: TCP + pnet + Noise + Yamux) and the length-prefixed postcard
+//! codec with per-protocol size limits (`codec`). The node's behaviours (SWIM, chunk, record,
+//! map and admin protocols) are built on these as the node runtime lands.
+
+pub mod codec;
+pub mod identity;
+pub mod transport;
+
+use std::path::PathBuf;
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A key or secret file is missing, damaged or malformed. Nothing was changed.
+    #[error("{path}: {reason}")]
+    BadKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The transport could not be built.
+    #[error("building the libp2p transport: {0}")]
+    Transport(String),
+}

@@ -1,0 +1,47 @@
+//! The libp2p transport of every HADSS node: TCP, then the private-network handshake keyed
+//! by the cluster secret (`pnet`), then Noise (authenticates the peer's ed25519 key, so the
+//! remote `PeerId` is proven), then Yamux streams. A peer without the secret fails the pnet
+//! handshake and never reaches Noise. QUIC is left out: pnet cannot wrap it.
+
+use std::time::Duration;
+
+use libp2p::core::upgrade::Version;
+use libp2p::identity::Keypair;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Swarm, SwarmBuilder, Transport, noise, tcp, yamux};
+
+use super::NetError;
+
+/// Time allowed for the whole connection upgrade (pnet + noise + yamux).
+pub const UPGRADE_TIMEOUT_MS: u64 = 10_000;
+/// Connections with no open stream are closed after this long.
+pub const IDLE_CONNECTION_TIMEOUT_MS: u64 = 60_000;
+
+/// Builds a swarm over the private-network transport with the behaviour `make` returns.
+pub fn build_swarm<B, F>(keypair: Keypair, secret: PreSharedKey, make: F) -> Result<Swarm<B>, NetError>
+where
+    B: NetworkBehaviour,
+    F: FnOnce(&Keypair) -> B,
+{
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|key| {
+            let pnet = PnetConfig::new(secret);
+            let noise = noise::Config::new(key)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .and_then(move |socket, _| pnet.handshake(socket))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default())
+                    .timeout(Duration::from_millis(UPGRADE_TIMEOUT_MS)),
+            )
+        })
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_behaviour(|key| make(key))
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_millis(IDLE_CONNECTION_TIMEOUT_MS)))
+        .build();
+    Ok(swarm)
+}
