@@ -8,4 +8,5 @@
 
 pub mod cluster;
 pub mod net;
+pub mod node;
 pub mod storage;

@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use libp2p_identity::ed25519;
+use libp2p::identity::ed25519;
 use serde::{Deserialize, Serialize};
 
 /// Most nodes in one map.

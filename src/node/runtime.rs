@@ -1,0 +1,725 @@
+//! The node runtime: one tokio task owns the libp2p swarm; handlers and clients talk to it
+//! through a bounded command channel. Incoming requests are answered by spawned tasks (disk
+//! I/O runs on blocking threads), so a slow disk never stalls the network loop.
+//!
+//! Replicated writes (chunks and records) are driven by the sans-IO `WriteCoordinator`: this
+//! module is its shell — it turns `Send` effects into local writes or requests to peers,
+//! `Timer` effects into sleeps, and feeds back acknowledgements and failures.
+//!
+//! Not here yet: SWIM over libp2p (liveness currently comes from request failures: a replica
+//! that fails or times out is replaced by its fallback), hinted handoff back to a returning
+//! replica, read repair, anti-entropy.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chunkstore::ChunkId;
+use futures::StreamExt;
+use libp2p::identity::{Keypair, ed25519};
+use libp2p::pnet::PreSharedKey;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot};
+
+use super::protocol::*;
+use crate::cluster::{ClusterMap, MapEnvelope, MapStore, NodeId, Placement, partition_of_chunk, partition_of_key};
+use crate::net::codec::PostcardCodec;
+use crate::net::transport::build_swarm;
+use crate::storage::records::{Record, RecordStore};
+use crate::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
+
+/// Commands queued to the network loop; senders wait when it is full.
+const COMMAND_QUEUE_LEN_MAX: usize = 1024;
+/// Time a peer has to answer a request.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where the node keeps its key, map, chunks and records.
+    pub data_dir: PathBuf,
+    /// Address to listen on (`/ip4/127.0.0.1/tcp/0` picks a port).
+    pub listen: Multiaddr,
+    /// The cluster secret.
+    pub secret: PreSharedKey,
+    /// The monitors' public key: only maps signed by it are accepted.
+    pub map_key: ed25519::PublicKey,
+    /// Chunk store options.
+    pub chunk_options: chunkstore::Options,
+    /// Replication timeouts.
+    pub write_timeouts: WriteTimeouts,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    chunk: request_response::Behaviour<PostcardCodec<ChunkRequest, ChunkResponse>>,
+    meta: request_response::Behaviour<PostcardCodec<MetaRequest, MetaResponse>>,
+    map: request_response::Behaviour<PostcardCodec<MapRequest, MapResponse>>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+enum Command {
+    Chunk(PeerId, ChunkRequest, Reply<ChunkResponse>),
+    Meta(PeerId, MetaRequest, Reply<MetaResponse>),
+    Map(PeerId, MapRequest, Reply<MapResponse>),
+    RespondChunk(ResponseChannel<ChunkResponse>, ChunkResponse),
+    RespondMeta(ResponseChannel<MetaResponse>, MetaResponse),
+    RespondMap(ResponseChannel<MapResponse>, MapResponse),
+    AddAddresses(Vec<(PeerId, Multiaddr)>),
+}
+
+/// Counters of a node.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Requests from peers that failed to decode or broke a limit.
+    pub bad_inbound: std::sync::atomic::AtomicU64,
+    /// Chunks refused because their bytes did not match their id.
+    pub chunk_id_mismatch: std::sync::atomic::AtomicU64,
+}
+
+struct Inner {
+    node_id: NodeId,
+    started: Instant,
+    chunks: Arc<chunkstore::Store>,
+    records: Arc<RecordStore>,
+    maps: Mutex<MapStore>,
+    view: RwLock<Option<Arc<(ClusterMap, Placement)>>>,
+    timeouts: WriteTimeouts,
+    cmd: mpsc::Sender<Command>,
+    counters: NodeCounters,
+}
+
+/// A running node. Dropping it stops the network loop (as a crash would, minus the disk).
+pub struct Node {
+    inner: Arc<Inner>,
+    peer_id: PeerId,
+    listen_addr: Multiaddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {
+    RemoteError {
+        code,
+        message: message.into(),
+    }
+}
+
+fn node_id(peer: &PeerId) -> NodeId {
+    NodeId(peer.to_bytes())
+}
+
+fn peer_of(node: &NodeId) -> Option<PeerId> {
+    PeerId::from_bytes(&node.0).ok()
+}
+
+impl Node {
+    /// Opens the node's stores, starts listening, and returns once the listen address is known.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let keypair: Keypair = crate::net::identity::load_or_create_keypair(&config.data_dir.join("node.key"))?;
+        let peer_id = keypair.public().to_peer_id();
+        let chunks = {
+            let dir = config.data_dir.join("chunks");
+            let options = config.chunk_options.clone();
+            Arc::new(tokio::task::spawn_blocking(move || chunkstore::Store::open(dir, options)).await??)
+        };
+        let records = {
+            let path = config.data_dir.join("records.redb");
+            Arc::new(tokio::task::spawn_blocking(move || RecordStore::open(&path)).await??)
+        };
+        let maps = MapStore::open(config.data_dir.join("map.bin"), config.map_key.clone())?;
+        let view = maps.current().map(|m| Arc::new((m.clone(), Placement::new(m))));
+
+        let rr_config =
+            request_response::Config::default().with_request_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS));
+        let mut swarm: Swarm<Behaviour> = build_swarm(keypair, config.secret, |_| Behaviour {
+            chunk: request_response::Behaviour::with_codec(
+                PostcardCodec::new(CHUNK_LIMITS),
+                [(CHUNK_PROTOCOL, ProtocolSupport::Full)],
+                rr_config.clone(),
+            ),
+            meta: request_response::Behaviour::with_codec(
+                PostcardCodec::new(META_LIMITS),
+                [(META_PROTOCOL, ProtocolSupport::Full)],
+                rr_config.clone(),
+            ),
+            map: request_response::Behaviour::with_codec(
+                PostcardCodec::new(MAP_LIMITS),
+                [(MAP_PROTOCOL, ProtocolSupport::Full)],
+                rr_config.clone(),
+            ),
+        })?;
+        swarm.listen_on(config.listen.clone())?;
+        let listen_addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE_LEN_MAX);
+        let inner = Arc::new(Inner {
+            node_id: node_id(&peer_id),
+            started: Instant::now(),
+            chunks,
+            records,
+            maps: Mutex::new(maps),
+            view: RwLock::new(view),
+            timeouts: config.write_timeouts,
+            cmd: cmd_tx,
+            counters: NodeCounters::default(),
+        });
+        if let Some(v) = inner.view() {
+            inner.learn_addresses(&v.0).await;
+        }
+        let task = tokio::spawn(run_loop(swarm, cmd_rx, inner.clone()));
+        tracing::info!(%peer_id, %listen_addr, "node started");
+        Ok(Node {
+            inner,
+            peer_id,
+            listen_addr,
+            task,
+        })
+    }
+
+    /// The node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The address the node listens on.
+    pub fn listen_addr(&self) -> &Multiaddr {
+        &self.listen_addr
+    }
+
+    /// The node's counters.
+    pub fn counters(&self) -> &NodeCounters {
+        &self.inner.counters
+    }
+
+    /// The local chunk store (for checks and repairs).
+    pub fn chunk_store(&self) -> &Arc<chunkstore::Store> {
+        &self.inner.chunks
+    }
+
+    /// Offers a signed map; accepted if it verifies and is newer.
+    pub async fn offer_map(&self, env: MapEnvelope) -> anyhow::Result<u64> {
+        self.inner.offer_map(env).await
+    }
+
+    /// Asks `peer` for its newest map and adopts it if it verifies and is newer.
+    pub async fn pull_map(&self, peer: PeerId) -> anyhow::Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Map(peer, MapRequest::Get, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("node stopped"))?;
+        match rx.await.map_err(|_| anyhow::anyhow!("node stopped"))? {
+            Ok(MapResponse::Map(Some(env))) => self.inner.offer_map(env).await,
+            Ok(MapResponse::Map(None)) => anyhow::bail!("{peer} has no map"),
+            Err(e) => anyhow::bail!("asking {peer} for its map: {e}"),
+        }
+    }
+
+    /// Sends one raw chunk request to `peer` (the native client path; tests use it to play a
+    /// misbehaving peer).
+    pub async fn chunk_request(&self, peer: PeerId, request: ChunkRequest) -> anyhow::Result<ChunkResponse> {
+        self.inner
+            .request_chunk(&node_id(&peer), request)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Tells the node where a peer listens (bootstrap, before any map names it).
+    pub async fn add_peer_address(&self, peer: PeerId, addr: Multiaddr) {
+        let _ = self.inner.cmd.send(Command::AddAddresses(vec![(peer, addr)])).await;
+    }
+
+    /// The epoch of the map this node holds.
+    pub fn epoch(&self) -> u64 {
+        self.inner.view().map_or(0, |v| v.0.epoch)
+    }
+
+    /// Stores a chunk on W of its replicas (this node coordinates). Returns its id.
+    pub async fn put_chunk(&self, data: Vec<u8>) -> anyhow::Result<ChunkId> {
+        let id = ChunkId::of(&data);
+        match self.inner.clone().coordinate_chunk(id, Arc::new(data)).await {
+            ChunkResponse::Stored { .. } => Ok(id),
+            other => anyhow::bail!("chunk put failed: {other:?}"),
+        }
+    }
+
+    /// Reads a chunk from this node or, failing that, from its replicas and fallbacks in
+    /// preference order. Every copy is verified (BLAKE3) before it is returned.
+    pub async fn get_chunk(&self, id: &ChunkId) -> anyhow::Result<Option<Vec<u8>>> {
+        self.inner.clone().get_chunk(*id).await
+    }
+
+    /// Writes records to W replicas of their partitions (one coordinated write per record).
+    pub async fn put_record(&self, record: Record) -> anyhow::Result<()> {
+        self.inner.clone().coordinate_record(record).await
+    }
+
+    /// Reads a record from R replicas; the newest version wins.
+    pub async fn get_record(&self, partition: u32, key: &[u8]) -> anyhow::Result<Option<Record>> {
+        self.inner.clone().get_record(partition, key.to_vec()).await
+    }
+
+    /// The partition a record key belongs to under the current map.
+    pub fn partition_of(&self, key: &[u8]) -> Option<u32> {
+        self.inner.view().map(|v| partition_of_key(v.0.partitions, key))
+    }
+}
+
+impl Inner {
+    fn view(&self) -> Option<Arc<(ClusterMap, Placement)>> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn offer_map(&self, env: MapEnvelope) -> anyhow::Result<u64> {
+        let map = {
+            let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+            maps.offer(env)?.clone()
+        };
+        let epoch = map.epoch;
+        self.learn_addresses(&map).await;
+        let placement = Placement::new(&map);
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new((map, placement)));
+        tracing::info!(epoch, "accepted cluster map");
+        Ok(epoch)
+    }
+
+    async fn learn_addresses(&self, map: &ClusterMap) {
+        let addrs: Vec<(PeerId, Multiaddr)> = map
+            .nodes
+            .iter()
+            .filter_map(|n| Some((peer_of(&n.id)?, n.addrs.clone())))
+            .flat_map(|(p, addrs)| addrs.into_iter().filter_map(move |a| Some((p, a.parse().ok()?))))
+            .collect();
+        let _ = self.cmd.send(Command::AddAddresses(addrs)).await;
+    }
+
+    async fn request_chunk(&self, to: &NodeId, req: ChunkRequest) -> Result<ChunkResponse, String> {
+        let peer = peer_of(to).ok_or("bad peer id")?;
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Chunk(peer, req, tx))
+            .await
+            .map_err(|_| "node stopped")?;
+        rx.await.map_err(|_| "node stopped".to_string())?
+    }
+
+    async fn request_meta(&self, to: &NodeId, req: MetaRequest) -> Result<MetaResponse, String> {
+        let peer = peer_of(to).ok_or("bad peer id")?;
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Meta(peer, req, tx))
+            .await
+            .map_err(|_| "node stopped")?;
+        rx.await.map_err(|_| "node stopped".to_string())?
+    }
+
+    async fn store_chunk_locally(&self, id: ChunkId, data: Arc<Vec<u8>>) -> Result<(), RemoteError> {
+        let chunks = self.chunks.clone();
+        let result = tokio::task::spawn_blocking(move || chunks.put_expecting(id, &data))
+            .await
+            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        match result {
+            Ok(_) => Ok(()),
+            Err(chunkstore::Error::IdMismatch { .. }) => {
+                self.counters
+                    .chunk_id_mismatch
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(err(ErrorCode::BadRequest, "chunk bytes do not match their id"))
+            }
+            Err(e @ chunkstore::Error::Full { .. }) => Err(err(ErrorCode::Full, e.to_string())),
+            Err(e) => Err(err(ErrorCode::Internal, e.to_string())),
+        }
+    }
+
+    /// Replicates one write through the coordinator; `send` performs one copy.
+    async fn replicate<F, Fut>(&self, preference: Vec<NodeId>, n: usize, w: usize, send: F) -> Outcome
+    where
+        F: Fn(NodeId, Option<NodeId>) -> Fut,
+        Fut: std::future::Future<Output = bool> + Send + 'static,
+    {
+        let alive = |_: &NodeId| true;
+        let mut fx = Vec::new();
+        let mut coord = WriteCoordinator::start(self.now_ms(), &preference, n, w, self.timeouts, &alive, &mut fx);
+        let (tx, mut rx) = mpsc::channel::<(NodeId, bool)>(crate::storage::replication::TARGETS_MAX * 2);
+        let mut timers: BTreeSet<u64> = BTreeSet::new();
+        loop {
+            for effect in fx.drain(..) {
+                match effect {
+                    WriteEffect::Send { to, hint_for } => {
+                        let fut = send(to.clone(), hint_for);
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let ok = fut.await;
+                            let _ = tx.send((to, ok)).await;
+                        });
+                    }
+                    WriteEffect::Timer { at_ms } => {
+                        timers.insert(at_ms);
+                    }
+                    WriteEffect::Done(outcome) => return outcome,
+                }
+            }
+            let next_timer = timers.first().copied();
+            let sleep = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep(Duration::from_millis(at.saturating_sub(self.now_ms()))).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some((from, ok)) = rx.recv() => {
+                    if ok {
+                        coord.handle_ack(&from, &mut fx);
+                    } else {
+                        coord.handle_failure(self.now_ms(), &from, &alive, &mut fx);
+                    }
+                }
+                () = sleep => {
+                    let now = self.now_ms();
+                    timers.retain(|t| *t > now);
+                    coord.handle_timer(now, &alive, &mut fx);
+                }
+            }
+        }
+    }
+
+    async fn coordinate_chunk(self: Arc<Self>, id: ChunkId, data: Arc<Vec<u8>>) -> ChunkResponse {
+        let Some(view) = self.view() else {
+            return ChunkResponse::Error(err(ErrorCode::NoMap, "no cluster map yet"));
+        };
+        let (map, placement) = &*view;
+        let partition = partition_of_chunk(map.partitions, &id.0);
+        let preference: Vec<NodeId> = placement.preference(partition).cloned().collect();
+        let (n, w) = (
+            usize::from(map.policy.replication),
+            usize::from(map.policy.write_quorum),
+        );
+        let me = self.node_id.clone();
+        let this = self.clone();
+        let outcome = self
+            .replicate(preference, n, w, move |to, hint_for| {
+                let this = this.clone();
+                let data = data.clone();
+                let me = me.clone();
+                async move {
+                    if to == me {
+                        this.store_chunk_locally(id, data).await.is_ok()
+                    } else {
+                        let req = ChunkRequest::Put {
+                            id: id.0,
+                            data: data.to_vec(),
+                            coordinate: false,
+                            hint_for: hint_for.map(|h| h.0),
+                        };
+                        matches!(this.request_chunk(&to, req).await, Ok(ChunkResponse::Stored { .. }))
+                    }
+                }
+            })
+            .await;
+        match outcome {
+            Outcome::Acked { durable_on, .. } => ChunkResponse::Stored {
+                copies: durable_on.len() as u32,
+            },
+            Outcome::Failed {
+                durable_acks, needed, ..
+            } => ChunkResponse::Error(err(
+                ErrorCode::QuorumFailed,
+                format!("{durable_acks} of {needed} copies durable"),
+            )),
+        }
+    }
+
+    async fn get_chunk(self: Arc<Self>, id: ChunkId) -> anyhow::Result<Option<Vec<u8>>> {
+        let chunks = self.chunks.clone();
+        let local = tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await?;
+        if let Ok(Some(bytes)) = local {
+            return Ok(Some(bytes));
+        }
+        let Some(view) = self.view() else {
+            anyhow::bail!("no cluster map yet");
+        };
+        let partition = partition_of_chunk(view.0.partitions, &id.0);
+        for node in view.1.preference(partition) {
+            if *node == self.node_id {
+                continue;
+            }
+            if let Ok(ChunkResponse::Data(bytes)) = self.request_chunk(node, ChunkRequest::Get { id: id.0 }).await {
+                // Never pass on bytes that do not match their id.
+                if ChunkId::of(&bytes) == id {
+                    return Ok(Some(bytes));
+                }
+                tracing::error!(%id, peer = ?node, "peer sent a chunk that does not match its id");
+            }
+        }
+        Ok(None)
+    }
+
+    async fn coordinate_record(self: Arc<Self>, record: Record) -> anyhow::Result<()> {
+        let Some(view) = self.view() else {
+            anyhow::bail!("no cluster map yet");
+        };
+        let (map, placement) = &*view;
+        let preference: Vec<NodeId> = placement.preference(record.partition).cloned().collect();
+        let (n, w) = (
+            usize::from(map.policy.replication),
+            usize::from(map.policy.write_quorum),
+        );
+        let me = self.node_id.clone();
+        let this = self.clone();
+        let record = Arc::new(record);
+        let outcome = self
+            .replicate(preference, n, w, move |to, _hint_for| {
+                let this = this.clone();
+                let record = record.clone();
+                let me = me.clone();
+                async move {
+                    if to == me {
+                        let records = this.records.clone();
+                        let r = (*record).clone();
+                        matches!(
+                            tokio::task::spawn_blocking(move || records.put(vec![r])).await,
+                            Ok(Ok(_))
+                        )
+                    } else {
+                        let req = MetaRequest::Put {
+                            records: vec![(*record).clone()],
+                        };
+                        matches!(this.request_meta(&to, req).await, Ok(MetaResponse::Applied(_)))
+                    }
+                }
+            })
+            .await;
+        match outcome {
+            Outcome::Acked { .. } => Ok(()),
+            Outcome::Failed {
+                durable_acks, needed, ..
+            } => {
+                anyhow::bail!("record write failed: {durable_acks} of {needed} copies durable")
+            }
+        }
+    }
+
+    async fn get_record(self: Arc<Self>, partition: u32, key: Vec<u8>) -> anyhow::Result<Option<Record>> {
+        let Some(view) = self.view() else {
+            anyhow::bail!("no cluster map yet");
+        };
+        let (map, placement) = &*view;
+        let r = usize::from(map.policy.read_quorum);
+        let mut answers: Vec<Option<Record>> = Vec::new();
+        for node in placement.preference(partition) {
+            if answers.len() >= r {
+                break;
+            }
+            let answer = if *node == self.node_id {
+                let records = self.records.clone();
+                let k = key.clone();
+                tokio::task::spawn_blocking(move || records.get(partition, &k))
+                    .await?
+                    .ok()
+            } else {
+                match self
+                    .request_meta(
+                        node,
+                        MetaRequest::Get {
+                            partition,
+                            key: key.clone(),
+                        },
+                    )
+                    .await
+                {
+                    Ok(MetaResponse::Record(rec)) => Some(rec),
+                    _ => None,
+                }
+            };
+            if let Some(a) = answer {
+                answers.push(a);
+            }
+        }
+        if answers.len() < r {
+            anyhow::bail!("read quorum not reached: {} of {r} replicas answered", answers.len());
+        }
+        Ok(answers.into_iter().flatten().max_by_key(|rec| rec.version))
+    }
+
+    async fn handle_chunk(self: Arc<Self>, request: ChunkRequest) -> ChunkResponse {
+        match request {
+            ChunkRequest::Put {
+                id,
+                data,
+                coordinate,
+                hint_for: _,
+            } => {
+                let id = ChunkId(id);
+                if ChunkId::of(&data) != id {
+                    self.counters
+                        .chunk_id_mismatch
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return ChunkResponse::Error(err(ErrorCode::BadRequest, "chunk bytes do not match their id"));
+                }
+                if coordinate {
+                    self.coordinate_chunk(id, Arc::new(data)).await
+                } else {
+                    match self.store_chunk_locally(id, Arc::new(data)).await {
+                        Ok(()) => ChunkResponse::Stored { copies: 1 },
+                        Err(e) => ChunkResponse::Error(e),
+                    }
+                }
+            }
+            ChunkRequest::Get { id } => {
+                let chunks = self.chunks.clone();
+                let id = ChunkId(id);
+                match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await {
+                    Ok(Ok(Some(bytes))) => ChunkResponse::Data(bytes),
+                    Ok(Ok(None)) | Ok(Err(_)) => ChunkResponse::NotFound,
+                    Err(e) => ChunkResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                }
+            }
+        }
+    }
+
+    async fn handle_meta(self: Arc<Self>, request: MetaRequest) -> MetaResponse {
+        let records = self.records.clone();
+        let result = tokio::task::spawn_blocking(move || match request {
+            MetaRequest::Put { records: batch } => records.put(batch).map(MetaResponse::Applied),
+            MetaRequest::Get { partition, key } => records.get(partition, &key).map(MetaResponse::Record),
+        })
+        .await;
+        match result {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::BadRequest, e.to_string())),
+            Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+        }
+    }
+}
+
+/// Pending outbound requests, by request id.
+#[derive(Default)]
+struct Pending {
+    chunk: HashMap<OutboundRequestId, Reply<ChunkResponse>>,
+    meta: HashMap<OutboundRequestId, Reply<MetaResponse>>,
+    map: HashMap<OutboundRequestId, Reply<MapResponse>>,
+}
+
+async fn run_loop(mut swarm: Swarm<Behaviour>, mut cmd_rx: mpsc::Receiver<Command>, inner: Arc<Inner>) {
+    let mut pending = Pending::default();
+    loop {
+        tokio::select! {
+            cmd = cmd_rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                handle_command(&mut swarm, &mut pending, cmd);
+            }
+            event = swarm.select_next_some() => handle_event(&mut swarm, &mut pending, &inner, event),
+        }
+    }
+}
+
+fn handle_command(swarm: &mut Swarm<Behaviour>, pending: &mut Pending, cmd: Command) {
+    let b = swarm.behaviour_mut();
+    match cmd {
+        Command::Chunk(peer, req, reply) => {
+            pending.chunk.insert(b.chunk.send_request(&peer, req), reply);
+        }
+        Command::Meta(peer, req, reply) => {
+            pending.meta.insert(b.meta.send_request(&peer, req), reply);
+        }
+        Command::Map(peer, req, reply) => {
+            pending.map.insert(b.map.send_request(&peer, req), reply);
+        }
+        Command::RespondChunk(channel, resp) => {
+            let _ = b.chunk.send_response(channel, resp);
+        }
+        Command::RespondMeta(channel, resp) => {
+            let _ = b.meta.send_response(channel, resp);
+        }
+        Command::RespondMap(channel, resp) => {
+            let _ = b.map.send_response(channel, resp);
+        }
+        Command::AddAddresses(addrs) => {
+            for (peer, addr) in addrs {
+                swarm.add_peer_address(peer, addr);
+            }
+        }
+    }
+}
+
+/// Routes one request-response event: requests to spawned handlers, responses and failures
+/// to the waiting caller.
+macro_rules! route {
+    ($event:expr, $pending:expr, $inner:expr, $handler:expr, $respond:path) => {
+        match $event {
+            request_response::Event::Message { message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let inner = $inner.clone();
+                    tokio::spawn(async move {
+                        let cmd = inner.cmd.clone();
+                        let response = $handler(inner, request).await;
+                        let _ = cmd.send($respond(channel, response)).await;
+                    });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = $pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(reply) = $pending.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                $inner
+                    .counters
+                    .bad_inbound
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(%peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    };
+}
+
+fn handle_event(
+    swarm: &mut Swarm<Behaviour>,
+    pending: &mut Pending,
+    inner: &Arc<Inner>,
+    event: SwarmEvent<BehaviourEvent>,
+) {
+    let _ = swarm;
+    match event {
+        SwarmEvent::Behaviour(BehaviourEvent::Chunk(e)) => {
+            route!(e, pending.chunk, inner, Inner::handle_chunk, Command::RespondChunk)
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Meta(e)) => {
+            route!(e, pending.meta, inner, Inner::handle_meta, Command::RespondMeta)
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Map(e)) => {
+            route!(e, pending.map, inner, handle_map, Command::RespondMap)
+        }
+        _ => {}
+    }
+}
+
+async fn handle_map(inner: Arc<Inner>, _request: MapRequest) -> MapResponse {
+    let maps = inner.maps.lock().unwrap_or_else(|p| p.into_inner());
+    MapResponse::Map(maps.current_envelope().cloned())
+}

@@ -1,0 +1,170 @@
+//! Five in-process storage nodes on 127.0.0.1 over the private libp2p transport, N=3, W=2,
+//! R=2: chunks and records written through one node are readable through every node; with one
+//! node stopped, writes still succeed (fallback) and everything stays readable; a peer
+//! sending a chunk whose bytes do not match its id is refused and counted.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::time::Duration;
+
+use hadss::cluster::{ClusterMap, MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
+use hadss::node::{Node, NodeConfig};
+use hadss::storage::records::{Record, RecordValue, Version};
+use libp2p::identity::ed25519;
+use libp2p::pnet::PreSharedKey;
+
+const NODES: usize = 5;
+
+fn config(dir: &std::path::Path, i: usize, secret: [u8; 32], key: &ed25519::Keypair) -> NodeConfig {
+    NodeConfig {
+        data_dir: dir.join(format!("node-{i}")),
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        secret: PreSharedKey::new(secret),
+        map_key: key.public(),
+        chunk_options: chunkstore::Options {
+            segment_size_bytes: 8 * 1024 * 1024,
+            chunk_size_bytes_max: 1024 * 1024,
+            ..chunkstore::Options::default()
+        },
+        write_timeouts: Default::default(),
+    }
+}
+
+fn map_of(nodes: &[Node], epoch: u64) -> ClusterMap {
+    let mut infos: Vec<NodeInfo> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeInfo {
+            id: NodeId(n.peer_id().to_bytes()),
+            addrs: vec![n.listen_addr().to_string()],
+            role: Role::Storage,
+            zone: format!("z{}", i % 3),
+            weight: 100,
+            state: NodeState::In,
+        })
+        .collect();
+    infos.sort_by(|a, b| a.id.cmp(&b.id));
+    ClusterMap {
+        epoch,
+        nodes: infos,
+        policy: ReplicationPolicy {
+            replication: 3,
+            write_quorum: 2,
+            read_quorum: 2,
+        },
+        partitions: 64,
+    }
+}
+
+fn body(i: u64) -> Vec<u8> {
+    let mut v = format!("chunk {i} ").into_bytes();
+    v.extend(std::iter::repeat_n((i % 251) as u8, 1000 + (i as usize * 37) % 3000));
+    v
+}
+
+fn record(node: &Node, i: u64) -> Record {
+    let key = format!("bucket/object-{i}").into_bytes();
+    Record {
+        partition: node.partition_of(&key).unwrap(),
+        key,
+        version: Version {
+            hlc: 1_000 + i,
+            unique: [i as u8; 16],
+        },
+        value: RecordValue::Data(format!("metadata {i}").into_bytes()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_writes_survive_a_stopped_node() {
+    let test = async {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = *blake3::hash(b"node replication test").as_bytes();
+        let key = ed25519::Keypair::generate();
+        let mut nodes = Vec::new();
+        for i in 0..NODES {
+            nodes.push(Node::start(config(dir.path(), i, secret, &key)).await.unwrap());
+        }
+        // The map reaches node 0 from the operator, the others pull it from node 0.
+        let env = MapEnvelope::sign(&map_of(&nodes, 1), &key).unwrap();
+        nodes[0].offer_map(env).await.unwrap();
+        for n in &nodes[1..] {
+            n.add_peer_address(nodes[0].peer_id(), nodes[0].listen_addr().clone())
+                .await;
+            assert_eq!(n.pull_map(nodes[0].peer_id()).await.unwrap(), 1);
+        }
+        // A map signed by another key is refused.
+        let rogue = ed25519::Keypair::generate();
+        assert!(
+            nodes[1]
+                .offer_map(MapEnvelope::sign(&map_of(&nodes, 9), &rogue).unwrap())
+                .await
+                .is_err()
+        );
+
+        let mut ids = Vec::new();
+        for i in 0..200u64 {
+            ids.push((nodes[(i % 5) as usize].put_chunk(body(i)).await.unwrap(), i));
+            nodes[0].put_record(record(&nodes[0], i)).await.unwrap();
+        }
+        // Every chunk has at least W=2 durable copies, at most N=3.
+        for (id, _) in &ids {
+            let copies = nodes.iter().filter(|n| n.chunk_store().contains(id)).count();
+            assert!((2..=3).contains(&copies), "chunk {id:?} has {copies} copies");
+        }
+        for n in &nodes {
+            for (id, i) in ids.iter().step_by(7) {
+                assert_eq!(n.get_chunk(id).await.unwrap().unwrap(), body(*i));
+            }
+            for i in (0..200u64).step_by(11) {
+                let want = record(&nodes[0], i);
+                let got = n.get_record(want.partition, &want.key).await.unwrap().unwrap();
+                assert_eq!(got, want);
+            }
+        }
+
+        // A peer sending bytes that do not match the claimed id is refused and counted.
+        let forged = hadss::node::protocol::ChunkRequest::Put {
+            id: *blake3::hash(b"what was promised").as_bytes(),
+            data: b"something else".to_vec(),
+            coordinate: false,
+            hint_for: None,
+        };
+        let answer = nodes[0].chunk_request(nodes[1].peer_id(), forged).await.unwrap();
+        assert!(
+            matches!(&answer, hadss::node::protocol::ChunkResponse::Error(e) if e.code == hadss::node::protocol::ErrorCode::BadRequest),
+            "{answer:?}"
+        );
+        assert_eq!(
+            nodes[1]
+                .counters()
+                .chunk_id_mismatch
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(
+            !nodes[1]
+                .chunk_store()
+                .contains(&chunkstore::ChunkId::of(b"something else"))
+        );
+
+        // Stop node 2: writes go to fallbacks, reads find another replica.
+        let stopped = nodes.remove(2);
+        drop(stopped);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 200..260u64 {
+            ids.push((nodes[(i % 4) as usize].put_chunk(body(i)).await.unwrap(), i));
+            nodes[1].put_record(record(&nodes[1], i)).await.unwrap();
+        }
+        for (id, i) in &ids {
+            assert_eq!(nodes[3].get_chunk(id).await.unwrap().unwrap(), body(*i), "chunk {i}");
+        }
+        for i in (0..260u64).step_by(3) {
+            let want = record(&nodes[0], i);
+            let got = nodes[0].get_record(want.partition, &want.key).await.unwrap();
+            assert_eq!(got, Some(want), "record {i}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), test)
+        .await
+        .expect("test timed out");
+}
