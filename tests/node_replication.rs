@@ -26,7 +26,38 @@ fn config(dir: &std::path::Path, i: usize, secret: [u8; 32], key: &ed25519::Keyp
             ..chunkstore::Options::default()
         },
         write_timeouts: Default::default(),
+        zone: format!("z{}", i % 3),
+        swim: fast_swim(),
     }
+}
+
+/// The LAN preset sped up 5x, so detection takes seconds of test time.
+fn fast_swim() -> swim::SwimConfig {
+    let mut c = swim::SwimConfig::lan(NODES as u32);
+    c.probe_period_ms = 200;
+    c.probe_rtt_ms = 60;
+    c.suspicion_timeout_ms = 1_000;
+    c.gossip_period_ms = 50;
+    c.announce_period_ms = 1_000;
+    c.announce_down_period_ms = 1_000;
+    c.broadcast_refresh_period_ms = 2_000;
+    c
+}
+
+/// Polls `cond` every 100 ms for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
 
 fn map_of(nodes: &[Node], epoch: u64) -> ClusterMap {
@@ -92,6 +123,13 @@ async fn replicated_writes_survive_a_stopped_node() {
                 .await;
             assert_eq!(n.pull_map(nodes[0].peer_id()).await.unwrap(), 1);
         }
+        // SWIM over libp2p: every node sees the four others.
+        for n in &nodes {
+            eventually(Duration::from_secs(20), "SWIM membership of 5", || async {
+                n.live_members().await.len() == NODES - 1
+            })
+            .await;
+        }
         // A map signed by another key is refused.
         let rogue = ed25519::Keypair::generate();
         assert!(
@@ -147,10 +185,17 @@ async fn replicated_writes_survive_a_stopped_node() {
                 .contains(&chunkstore::ChunkId::of(b"something else"))
         );
 
-        // Stop node 2: writes go to fallbacks, reads find another replica.
+        // Stop node 2: SWIM declares it down everywhere; writes go to fallbacks at once,
+        // reads find another replica.
         let stopped = nodes.remove(2);
+        let stopped_id = stopped.peer_id();
         drop(stopped);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        for n in &nodes {
+            eventually(Duration::from_secs(20), "the stopped node declared down", || async {
+                n.is_down(&stopped_id)
+            })
+            .await;
+        }
         for i in 200..260u64 {
             ids.push((nodes[(i % 4) as usize].put_chunk(body(i)).await.unwrap(), i));
             nodes[1].put_record(record(&nodes[1], i)).await.unwrap();
@@ -162,6 +207,16 @@ async fn replicated_writes_survive_a_stopped_node() {
             let want = record(&nodes[0], i);
             let got = nodes[0].get_record(want.partition, &want.key).await.unwrap();
             assert_eq!(got, Some(want), "record {i}");
+        }
+
+        // A new epoch given to one node reaches the others through SWIM gossip and a pull.
+        let env = MapEnvelope::sign(&map_of(&nodes, 2), &key).unwrap();
+        nodes[0].offer_map(env).await.unwrap();
+        for n in &nodes {
+            eventually(Duration::from_secs(20), "epoch 2 everywhere", || async {
+                n.epoch() == 2
+            })
+            .await;
         }
     };
     tokio::time::timeout(Duration::from_secs(120), test)

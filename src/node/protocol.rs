@@ -14,6 +14,8 @@ use crate::storage::records::Record;
 pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/hadss/chunk/1");
 /// Metadata records.
 pub const META_PROTOCOL: StreamProtocol = StreamProtocol::new("/hadss/meta/1");
+/// SWIM packets (one request per packet; the response is an empty acknowledgement).
+pub const SWIM_PROTOCOL: StreamProtocol = StreamProtocol::new("/hadss/swim/1");
 /// Cluster map exchange.
 pub const MAP_PROTOCOL: StreamProtocol = StreamProtocol::new("/hadss/map/1");
 
@@ -32,6 +34,20 @@ pub const MAP_LIMITS: FrameLimits = FrameLimits {
     request_size_bytes_max: 1024,
     response_size_bytes_max: crate::cluster::map::MAP_SIZE_BYTES_MAX as u32 + 4096,
 };
+
+/// SWIM frames: one packet (at most `swim::config::PACKET_SIZE_BYTES_MAX`) and framing.
+pub const SWIM_LIMITS: FrameLimits = FrameLimits {
+    request_size_bytes_max: 2048,
+    response_size_bytes_max: 64,
+};
+
+/// One SWIM packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwimPacket(pub Vec<u8>);
+
+/// Acknowledges a SWIM packet's delivery (SWIM's own acks travel as packets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwimDelivered;
 
 /// A request about chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

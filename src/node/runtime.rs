@@ -6,11 +6,15 @@
 //! module is its shell — it turns `Send` effects into local writes or requests to peers,
 //! `Timer` effects into sleeps, and feeds back acknowledgements and failures.
 //!
-//! Not here yet: SWIM over libp2p (liveness currently comes from request failures: a replica
-//! that fails or times out is replaced by its fallback), hinted handoff back to a returning
-//! replica, read repair, anti-entropy.
+//! Membership: the node runs a `swim` member over the `/hadss/swim/1` protocol. Each packet
+//! is handed to SWIM with the libp2p-authenticated sender, so a peer cannot speak for
+//! another. Members SWIM declares down are skipped by replicated writes (their copies go to
+//! fallbacks at once instead of after a failed request); a newer epoch gossiped by SWIM makes
+//! the node pull the map from the member that carried it.
+//!
+//! Not here yet: hinted handoff back to a returning replica, read repair, anti-entropy.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -33,6 +37,11 @@ use crate::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteT
 
 /// Commands queued to the network loop; senders wait when it is full.
 const COMMAND_QUEUE_LEN_MAX: usize = 1024;
+/// Received SWIM packets waiting for the member; beyond this they are dropped (SWIM treats
+/// drops as loss).
+const SWIM_QUEUE_LEN_MAX: usize = 256;
+/// Members a node contacts to join the SWIM mesh when it adopts a map.
+const SWIM_JOIN_CONTACTS_MAX: usize = 8;
 /// Time a peer has to answer a request.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 
@@ -51,6 +60,10 @@ pub struct NodeConfig {
     pub chunk_options: chunkstore::Options,
     /// Replication timeouts.
     pub write_timeouts: WriteTimeouts,
+    /// This node's failure domain.
+    pub zone: String,
+    /// Membership protocol settings.
+    pub swim: swim::SwimConfig,
 }
 
 #[derive(NetworkBehaviour)]
@@ -58,6 +71,7 @@ struct Behaviour {
     chunk: request_response::Behaviour<PostcardCodec<ChunkRequest, ChunkResponse>>,
     meta: request_response::Behaviour<PostcardCodec<MetaRequest, MetaResponse>>,
     map: request_response::Behaviour<PostcardCodec<MapRequest, MapResponse>>,
+    swim: request_response::Behaviour<PostcardCodec<SwimPacket, SwimDelivered>>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -70,6 +84,7 @@ enum Command {
     RespondMeta(ResponseChannel<MetaResponse>, MetaResponse),
     RespondMap(ResponseChannel<MapResponse>, MapResponse),
     AddAddresses(Vec<(PeerId, Multiaddr)>),
+    SwimSend(PeerId, Vec<u8>),
 }
 
 /// Counters of a node.
@@ -79,6 +94,8 @@ pub struct NodeCounters {
     pub bad_inbound: std::sync::atomic::AtomicU64,
     /// Chunks refused because their bytes did not match their id.
     pub chunk_id_mismatch: std::sync::atomic::AtomicU64,
+    /// SWIM packets dropped because a queue was full (counted as loss by SWIM).
+    pub swim_dropped: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -91,6 +108,10 @@ struct Inner {
     timeouts: WriteTimeouts,
     cmd: mpsc::Sender<Command>,
     counters: NodeCounters,
+    /// Members SWIM currently considers down.
+    down: RwLock<HashSet<NodeId>>,
+    swim: swim::driver::SwimHandle,
+    swim_in: mpsc::Sender<swim::driver::Incoming>,
 }
 
 /// A running node. Dropping it stops the network loop (as a crash would, minus the disk).
@@ -158,6 +179,12 @@ impl Node {
                 [(MAP_PROTOCOL, ProtocolSupport::Full)],
                 rr_config.clone(),
             ),
+            swim: request_response::Behaviour::with_codec(
+                PostcardCodec::new(SWIM_LIMITS),
+                [(SWIM_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_millis(config.swim.probe_rtt_ms.max(1000))),
+            ),
         })?;
         swarm.listen_on(config.listen.clone())?;
         let listen_addr = loop {
@@ -166,6 +193,35 @@ impl Node {
             }
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE_LEN_MAX);
+        let (swim_in_tx, swim_in_rx) = mpsc::channel(SWIM_QUEUE_LEN_MAX);
+        // A fresh generation per start: a restarted node replaces its old self in SWIM.
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let identity = swim::NodeIdentity::new(
+            swim::PeerId::new(&peer_id.to_bytes())?,
+            vec![listen_addr.to_string()],
+            swim::Role::Storage,
+            config.zone.clone(),
+            generation,
+        )?;
+        let seed = u64::from_le_bytes(
+            blake3::hash(&[peer_id.to_bytes(), generation.to_le_bytes().to_vec()].concat()).as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        );
+        let core = swim::SwimCore::new(
+            identity,
+            config.swim.clone(),
+            <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed),
+        )?;
+        let (swim_handle, swim_events, _swim_task) = swim::driver::spawn(
+            core,
+            SwimOverLibp2p {
+                cmd: cmd_tx.clone(),
+                incoming: swim_in_rx,
+            },
+        );
         let inner = Arc::new(Inner {
             node_id: node_id(&peer_id),
             started: Instant::now(),
@@ -176,9 +232,14 @@ impl Node {
             timeouts: config.write_timeouts,
             cmd: cmd_tx,
             counters: NodeCounters::default(),
+            down: RwLock::new(HashSet::new()),
+            swim: swim_handle,
+            swim_in: swim_in_tx,
         });
+        tokio::spawn(follow_membership(swim_events, Arc::downgrade(&inner)));
         if let Some(v) = inner.view() {
             inner.learn_addresses(&v.0).await;
+            inner.join_members(&v.0).await;
         }
         let task = tokio::spawn(run_loop(swarm, cmd_rx, inner.clone()));
         tracing::info!(%peer_id, %listen_addr, "node started");
@@ -217,17 +278,24 @@ impl Node {
 
     /// Asks `peer` for its newest map and adopts it if it verifies and is newer.
     pub async fn pull_map(&self, peer: PeerId) -> anyhow::Result<u64> {
-        let (tx, rx) = oneshot::channel();
+        self.inner.pull_map(peer).await
+    }
+
+    /// The members SWIM currently sees as active (excluding this node).
+    pub async fn live_members(&self) -> Vec<PeerId> {
         self.inner
-            .cmd
-            .send(Command::Map(peer, MapRequest::Get, tx))
+            .swim
+            .members()
             .await
-            .map_err(|_| anyhow::anyhow!("node stopped"))?;
-        match rx.await.map_err(|_| anyhow::anyhow!("node stopped"))? {
-            Ok(MapResponse::Map(Some(env))) => self.inner.offer_map(env).await,
-            Ok(MapResponse::Map(None)) => anyhow::bail!("{peer} has no map"),
-            Err(e) => anyhow::bail!("asking {peer} for its map: {e}"),
-        }
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| PeerId::from_bytes(m.peer_id().as_bytes()).ok())
+            .collect()
+    }
+
+    /// Whether SWIM has declared `peer` down.
+    pub fn is_down(&self, peer: &PeerId) -> bool {
+        !self.inner.is_alive(&node_id(peer))
     }
 
     /// Sends one raw chunk request to `peer` (the native client path; tests use it to play a
@@ -296,6 +364,10 @@ impl Inner {
         };
         let epoch = map.epoch;
         self.learn_addresses(&map).await;
+        self.join_members(&map).await;
+        if let Ok(digest) = map.digest() {
+            let _ = self.swim.publish_epoch(epoch, digest).await;
+        }
         let placement = Placement::new(&map);
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new((map, placement)));
         tracing::info!(epoch, "accepted cluster map");
@@ -310,6 +382,40 @@ impl Inner {
             .flat_map(|(p, addrs)| addrs.into_iter().filter_map(move |a| Some((p, a.parse().ok()?))))
             .collect();
         let _ = self.cmd.send(Command::AddAddresses(addrs)).await;
+    }
+
+    /// Joins the SWIM mesh through (up to a few of) the map's other nodes.
+    async fn join_members(&self, map: &ClusterMap) {
+        for n in map
+            .nodes
+            .iter()
+            .filter(|n| n.id != self.node_id)
+            .take(SWIM_JOIN_CONTACTS_MAX)
+        {
+            let (Ok(peer), Some(addr)) = (swim::PeerId::new(&n.id.0), n.addrs.first()) else {
+                continue;
+            };
+            if let Ok(contact) = swim::NodeIdentity::contact(peer, addr.clone()) {
+                let _ = self.swim.join(contact).await;
+            }
+        }
+    }
+
+    fn is_alive(&self, node: &NodeId) -> bool {
+        !self.down.read().unwrap_or_else(|p| p.into_inner()).contains(node)
+    }
+
+    async fn pull_map(&self, peer: PeerId) -> anyhow::Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Map(peer, MapRequest::Get, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("node stopped"))?;
+        match rx.await.map_err(|_| anyhow::anyhow!("node stopped"))? {
+            Ok(MapResponse::Map(Some(env))) => self.offer_map(env).await,
+            Ok(MapResponse::Map(None)) => anyhow::bail!("{peer} has no map"),
+            Err(e) => anyhow::bail!("asking {peer} for its map: {e}"),
+        }
     }
 
     async fn request_chunk(&self, to: &NodeId, req: ChunkRequest) -> Result<ChunkResponse, String> {
@@ -356,7 +462,7 @@ impl Inner {
         F: Fn(NodeId, Option<NodeId>) -> Fut,
         Fut: std::future::Future<Output = bool> + Send + 'static,
     {
-        let alive = |_: &NodeId| true;
+        let alive = |n: &NodeId| self.is_alive(n);
         let mut fx = Vec::new();
         let mut coord = WriteCoordinator::start(self.now_ms(), &preference, n, w, self.timeouts, &alive, &mut fx);
         let (tx, mut rx) = mpsc::channel::<(NodeId, bool)>(crate::storage::replication::TARGETS_MAX * 2);
@@ -658,6 +764,9 @@ fn handle_command(swarm: &mut Swarm<Behaviour>, pending: &mut Pending, cmd: Comm
                 swarm.add_peer_address(peer, addr);
             }
         }
+        Command::SwimSend(peer, packet) => {
+            b.swim.send_request(&peer, SwimPacket(packet));
+        }
     }
 }
 
@@ -715,6 +824,7 @@ fn handle_event(
         SwarmEvent::Behaviour(BehaviourEvent::Map(e)) => {
             route!(e, pending.map, inner, handle_map, Command::RespondMap)
         }
+        SwarmEvent::Behaviour(BehaviourEvent::Swim(e)) => handle_swim(swarm, inner, e),
         _ => {}
     }
 }
@@ -722,4 +832,91 @@ fn handle_event(
 async fn handle_map(inner: Arc<Inner>, _request: MapRequest) -> MapResponse {
     let maps = inner.maps.lock().unwrap_or_else(|p| p.into_inner());
     MapResponse::Map(maps.current_envelope().cloned())
+}
+
+/// Hands a received SWIM packet to the member, tagged with the authenticated sender.
+fn handle_swim(
+    swarm: &mut Swarm<Behaviour>,
+    inner: &Arc<Inner>,
+    event: request_response::Event<SwimPacket, SwimDelivered>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    match event {
+        request_response::Event::Message {
+            peer,
+            message: request_response::Message::Request { request, channel, .. },
+            ..
+        } => {
+            let _ = swarm.behaviour_mut().swim.send_response(channel, SwimDelivered);
+            let Ok(sender) = swim::PeerId::new(&peer.to_bytes()) else {
+                return;
+            };
+            let incoming = swim::driver::Incoming {
+                bytes: bytes::Bytes::from(request.0),
+                authenticated_peer: Some(sender),
+            };
+            if inner.swim_in.try_send(incoming).is_err() {
+                inner.counters.swim_dropped.fetch_add(1, Relaxed);
+            }
+        }
+        request_response::Event::InboundFailure { .. } => {
+            inner.counters.bad_inbound.fetch_add(1, Relaxed);
+        }
+        _ => {} // delivery failures are packet loss to SWIM
+    }
+}
+
+/// SWIM's transport over the node's swarm: sends become `/hadss/swim/1` requests, received
+/// packets arrive from the network loop with the peer libp2p authenticated.
+struct SwimOverLibp2p {
+    cmd: mpsc::Sender<Command>,
+    incoming: mpsc::Receiver<swim::driver::Incoming>,
+}
+
+impl swim::driver::Transport for SwimOverLibp2p {
+    async fn send(&mut self, to: &swim::NodeIdentity, packet: bytes::Bytes) -> swim::Result<()> {
+        if let Ok(peer) = PeerId::from_bytes(to.peer_id().as_bytes()) {
+            // Best effort: a full queue is packet loss, which SWIM tolerates.
+            let _ = self.cmd.try_send(Command::SwimSend(peer, packet.to_vec()));
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Option<swim::driver::Incoming> {
+        self.incoming.recv().await
+    }
+}
+
+/// Follows SWIM's membership events: tracks who is down and pulls newer maps.
+async fn follow_membership(mut events: mpsc::Receiver<swim::MembershipEvent>, inner: std::sync::Weak<Inner>) {
+    while let Some(event) = events.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let id_of = |m: &swim::NodeIdentity| NodeId(m.peer_id().as_bytes().to_vec());
+        match event {
+            swim::MembershipEvent::Down(m) => {
+                tracing::info!(peer = %m.peer_id(), "member down");
+                inner.down.write().unwrap_or_else(|p| p.into_inner()).insert(id_of(&m));
+            }
+            swim::MembershipEvent::Up(m) | swim::MembershipEvent::Rejoined { new: m, .. } => {
+                inner.down.write().unwrap_or_else(|p| p.into_inner()).remove(&id_of(&m));
+            }
+            swim::MembershipEvent::Broadcast(swim::ReceivedBroadcast {
+                broadcast: swim::Broadcast::Epoch(announcement),
+                via,
+            }) => {
+                let held = inner.view().map_or(0, |v| v.0.epoch);
+                if announcement.epoch > held
+                    && let Ok(peer) = PeerId::from_bytes(via.as_bytes())
+                {
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = inner.pull_map(peer).await {
+                            tracing::warn!(%peer, error = %e, "could not pull the announced map");
+                        }
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
 }
