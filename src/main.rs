@@ -1,7 +1,17 @@
-//! `hadss`: the one binary of HADSS. Subcommands start the node roles; until the gateway and
-//! node runtime land, only the chunk store exists and `hadss dev` says so.
+//! `hadss`: the one binary of HADSS. `storage` runs a storage node; `admin` creates the
+//! cluster's secrets and signed maps and hands a map to a running node. `dev` (a whole local
+//! cluster with an S3 endpoint) lands with the gateway issue.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hadss::cluster::{ClusterMap, MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
+use hadss::config::StorageConfig;
+use hadss::node::protocol::{MapRequest, MapResponse};
+use hadss::node::{Node, NodeConfig};
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,6 +28,85 @@ struct Cli {
 enum Command {
     /// Run a local development cluster with an S3 endpoint (lands with the gateway issue).
     Dev,
+    /// Run a storage node.
+    Storage {
+        /// The node's TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Cluster administration.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand, Debug)]
+enum Admin {
+    /// Create a cluster secret (`cluster.secret`) and a map-signing key (`map.key`, `map.pub`).
+    Init {
+        /// Directory to write them to.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Build and sign a cluster map from the `node.json` files storage nodes write at start.
+    MakeMap {
+        /// The signing key (`map.key`).
+        #[arg(long)]
+        key: PathBuf,
+        /// A storage node's `node.json` (repeat for each node).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<PathBuf>,
+        /// Map epoch (each new map needs a higher one).
+        #[arg(long, default_value_t = 1)]
+        epoch: u64,
+        /// Copies of every chunk and record.
+        #[arg(long, default_value_t = 3)]
+        replication: u8,
+        /// Durable copies before a write is acknowledged.
+        #[arg(long, default_value_t = 2)]
+        write_quorum: u8,
+        /// Replicas asked on a read.
+        #[arg(long, default_value_t = 2)]
+        read_quorum: u8,
+        /// Partitions (fixed for the life of the cluster).
+        #[arg(long, default_value_t = 1024)]
+        partitions: u32,
+        /// Where to write the signed map.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Offer a signed map to a running node (it adopts it if it verifies and is newer; the
+    /// others learn it through gossip).
+    PushMap {
+        /// The cluster secret.
+        #[arg(long)]
+        secret: PathBuf,
+        /// The signed map file.
+        #[arg(long)]
+        map: PathBuf,
+        /// The node, as `/ip4/…/tcp/…/p2p/<peer id>`.
+        #[arg(long)]
+        to: Multiaddr,
+    },
+    /// Print the map a node holds.
+    ShowMap {
+        /// The cluster secret.
+        #[arg(long)]
+        secret: PathBuf,
+        /// The node, as `/ip4/…/tcp/…/p2p/<peer id>`.
+        #[arg(long)]
+        from: Multiaddr,
+        /// The map-signing public key (`map.pub`) to verify it with.
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+/// What a storage node tells the world about itself at start (`DATA_DIR/node.json`).
+#[derive(Debug, Serialize, Deserialize)]
+struct NodeFile {
+    peer_id: String,
+    addr: String,
+    zone: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,12 +117,171 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
-        Command::Dev => {
-            anyhow::bail!(
-                "`hadss dev` is not implemented yet: the storage engine (crates/chunkstore) exists, \
-                 the node runtime and S3 gateway do not (see the project's issues)"
-            )
+        Command::Dev => anyhow::bail!(
+            "`hadss dev` is not implemented yet: storage nodes (`hadss storage`) and the admin \
+             commands exist; the S3 gateway does not (see the project's issues)"
+        ),
+        Command::Storage { config } => runtime.block_on(run_storage(&config)),
+        Command::Admin(admin) => runtime.block_on(run_admin(admin)),
+    }
+}
+
+async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
+    let cfg = StorageConfig::load(config_path)?;
+    let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
+    let map_key = hadss::cluster::keys::load_map_public_key(&cfg.map_public_key_file)?;
+    let mut chunk_options = chunkstore::Options::default();
+    if let Some(s) = cfg.segment_size_bytes {
+        chunk_options.segment_size_bytes = s;
+    }
+    chunk_options.capacity_bytes = cfg.capacity_bytes;
+    let node = Node::start(NodeConfig {
+        data_dir: cfg.data_dir.clone(),
+        listen: cfg.listen.parse().context("listen address")?,
+        secret,
+        map_key,
+        chunk_options,
+        write_timeouts: Default::default(),
+        zone: cfg.zone.clone(),
+        swim: cfg.swim_preset.config(16),
+    })
+    .await?;
+    let addr = format!("{}/p2p/{}", node.listen_addr(), node.peer_id());
+    let info = NodeFile {
+        peer_id: node.peer_id().to_string(),
+        addr: addr.clone(),
+        zone: cfg.zone.clone(),
+    };
+    write_atomically(&cfg.data_dir.join("node.json"), &serde_json::to_vec_pretty(&info)?)?;
+    for b in &cfg.bootstrap {
+        let Some((peer, dial)) = b.parse().ok().as_ref().and_then(hadss::node::client::split_peer_addr) else {
+            tracing::warn!(bootstrap = %b, "bootstrap address must end in /p2p/<peer id>; skipped");
+            continue;
+        };
+        node.add_peer_address(peer, dial).await;
+        match node.pull_map(peer).await {
+            Ok(epoch) => tracing::info!(%peer, epoch, "map pulled from bootstrap peer"),
+            Err(e) => tracing::info!(%peer, error = %e, "no map from bootstrap peer yet"),
         }
     }
+    println!("storage node {} listening on {addr}", node.peer_id());
+    wait_for_shutdown().await?;
+    tracing::info!("shutting down");
+    drop(node);
+    Ok(())
+}
+
+async fn wait_for_shutdown() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+async fn run_admin(admin: Admin) -> anyhow::Result<()> {
+    match admin {
+        Admin::Init { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            hadss::net::identity::create_cluster_secret(&dir.join("cluster.secret"))?;
+            hadss::cluster::keys::create_map_keypair(&dir)?;
+            println!(
+                "wrote {0}/cluster.secret, {0}/map.key (keep private) and {0}/map.pub",
+                dir.display()
+            );
+        }
+        Admin::MakeMap {
+            key,
+            nodes,
+            epoch,
+            replication,
+            write_quorum,
+            read_quorum,
+            partitions,
+            out,
+        } => {
+            let key = hadss::cluster::keys::load_map_keypair(&key)?;
+            let mut infos = Vec::new();
+            for path in &nodes {
+                let file: NodeFile = serde_json::from_slice(&std::fs::read(path)?)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let peer: PeerId = file.peer_id.parse().context("peer id")?;
+                let addr: Multiaddr = file.addr.parse().context("address")?;
+                let dial = hadss::node::client::split_peer_addr(&addr).map_or(addr, |(_, d)| d);
+                infos.push(NodeInfo {
+                    id: NodeId(peer.to_bytes()),
+                    addrs: vec![dial.to_string()],
+                    role: Role::Storage,
+                    zone: file.zone,
+                    weight: 100,
+                    state: NodeState::In,
+                });
+            }
+            infos.sort_by(|a, b| a.id.cmp(&b.id));
+            let map = ClusterMap {
+                epoch,
+                nodes: infos,
+                policy: ReplicationPolicy {
+                    replication,
+                    write_quorum,
+                    read_quorum,
+                },
+                partitions,
+            };
+            let env = MapEnvelope::sign(&map, &key)?;
+            write_atomically(&out, &env.to_bytes()?)?;
+            println!(
+                "wrote map epoch {epoch} with {} nodes to {}",
+                map.nodes.len(),
+                out.display()
+            );
+        }
+        Admin::PushMap { secret, map, to } => {
+            let secret = hadss::net::identity::load_cluster_secret(&secret)?;
+            let env = MapEnvelope::from_bytes(&std::fs::read(&map)?)?;
+            match hadss::node::client::map_request(secret, &to, MapRequest::Offer(env)).await? {
+                MapResponse::Accepted(epoch) => println!("accepted: the node now holds epoch {epoch}"),
+                MapResponse::Refused(why) => anyhow::bail!("refused: {why}"),
+                other => anyhow::bail!("unexpected answer: {other:?}"),
+            }
+        }
+        Admin::ShowMap { secret, from, key } => {
+            let secret = hadss::net::identity::load_cluster_secret(&secret)?;
+            let key = hadss::cluster::keys::load_map_public_key(&key)?;
+            match hadss::node::client::map_request(secret, &from, MapRequest::Get).await? {
+                MapResponse::Map(Some(env)) => {
+                    let map = env.open(&key)?;
+                    println!(
+                        "epoch {} · {} partitions · N={} W={} R={}",
+                        map.epoch,
+                        map.partitions,
+                        map.policy.replication,
+                        map.policy.write_quorum,
+                        map.policy.read_quorum
+                    );
+                    for n in &map.nodes {
+                        let peer = PeerId::from_bytes(&n.id.0).map(|p| p.to_string()).unwrap_or_default();
+                        println!(
+                            "  {peer} {:?} zone={} weight={} {:?} {:?}",
+                            n.role, n.zone, n.weight, n.state, n.addrs
+                        );
+                    }
+                }
+                MapResponse::Map(None) => println!("the node holds no map yet"),
+                other => anyhow::bail!("unexpected answer: {other:?}"),
+            }
+        }
+    }
+    Ok(())
 }

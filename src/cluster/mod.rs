@@ -1,6 +1,7 @@
 //! The cluster layer: the signed cluster map (`map`) and placement computed from it
 //! (`placement`). Pure data and functions: no I/O except persisting the newest map.
 
+pub mod keys;
 pub mod map;
 pub mod placement;
 

@@ -92,7 +92,7 @@ fn read_small(path: &Path) -> Result<Option<Vec<u8>>, NetError> {
 }
 
 /// Crash-safe write of a private file (mode 0600): temp file, fsync, rename, fsync directory.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
     let io = |source| NetError::Io {
         path: path.to_path_buf(),
         source,

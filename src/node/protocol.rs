@@ -31,7 +31,7 @@ pub const META_LIMITS: FrameLimits = FrameLimits {
 };
 /// Map frames: one signed map.
 pub const MAP_LIMITS: FrameLimits = FrameLimits {
-    request_size_bytes_max: 1024,
+    request_size_bytes_max: crate::cluster::map::MAP_SIZE_BYTES_MAX as u32 + 4096,
     response_size_bytes_max: crate::cluster::map::MAP_SIZE_BYTES_MAX as u32 + 4096,
 };
 
@@ -121,6 +121,8 @@ pub enum MetaResponse {
 pub enum MapRequest {
     /// Send your newest map.
     Get,
+    /// Adopt this map if it verifies and is newer (how an operator seeds the first map).
+    Offer(MapEnvelope),
 }
 
 /// The answer to a map request.
@@ -128,6 +130,10 @@ pub enum MapRequest {
 pub enum MapResponse {
     /// The newest map the peer holds, if any.
     Map(Option<MapEnvelope>),
+    /// The offered map was adopted; the node now holds this epoch.
+    Accepted(u64),
+    /// The offered map was refused.
+    Refused(String),
 }
 
 /// An error reported by a peer.

@@ -414,6 +414,7 @@ impl Inner {
         match rx.await.map_err(|_| anyhow::anyhow!("node stopped"))? {
             Ok(MapResponse::Map(Some(env))) => self.offer_map(env).await,
             Ok(MapResponse::Map(None)) => anyhow::bail!("{peer} has no map"),
+            Ok(other) => anyhow::bail!("unexpected answer from {peer}: {other:?}"),
             Err(e) => anyhow::bail!("asking {peer} for its map: {e}"),
         }
     }
@@ -829,9 +830,17 @@ fn handle_event(
     }
 }
 
-async fn handle_map(inner: Arc<Inner>, _request: MapRequest) -> MapResponse {
-    let maps = inner.maps.lock().unwrap_or_else(|p| p.into_inner());
-    MapResponse::Map(maps.current_envelope().cloned())
+async fn handle_map(inner: Arc<Inner>, request: MapRequest) -> MapResponse {
+    match request {
+        MapRequest::Get => {
+            let maps = inner.maps.lock().unwrap_or_else(|p| p.into_inner());
+            MapResponse::Map(maps.current_envelope().cloned())
+        }
+        MapRequest::Offer(env) => match inner.offer_map(env).await {
+            Ok(epoch) => MapResponse::Accepted(epoch),
+            Err(e) => MapResponse::Refused(e.to_string()),
+        },
+    }
 }
 
 /// Hands a received SWIM packet to the member, tagged with the authenticated sender.

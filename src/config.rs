@@ -1,0 +1,154 @@
+//! Configuration files of the node roles (TOML). Relative paths are resolved against the
+//! directory of the config file. Unknown keys are errors, so a typo never silently falls
+//! back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Membership timing preset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwimPreset {
+    /// Nodes in one data center (1 s probe period).
+    #[default]
+    Lan,
+    /// Nodes across regions (5 s probe period).
+    Wan,
+    /// Test clusters on one machine (200 ms probe period).
+    Fast,
+}
+
+impl SwimPreset {
+    /// The SWIM settings of this preset for about `cluster_size` members.
+    pub fn config(self, cluster_size: u32) -> swim::SwimConfig {
+        match self {
+            SwimPreset::Lan => swim::SwimConfig::lan(cluster_size),
+            SwimPreset::Wan => swim::SwimConfig::wan(cluster_size),
+            SwimPreset::Fast => {
+                let mut c = swim::SwimConfig::lan(cluster_size);
+                c.probe_period_ms = 200;
+                c.probe_rtt_ms = 60;
+                c.suspicion_timeout_ms = 1_000;
+                c.gossip_period_ms = 50;
+                c.announce_period_ms = 1_000;
+                c.announce_down_period_ms = 1_000;
+                c.broadcast_refresh_period_ms = 2_000;
+                c
+            }
+        }
+    }
+}
+
+/// `hadss storage --config FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Where the node keeps its key, map, chunks and records.
+    pub data_dir: PathBuf,
+    /// libp2p listen address, e.g. `/ip4/0.0.0.0/tcp/7400`.
+    pub listen: String,
+    /// File holding the cluster secret.
+    pub cluster_secret_file: PathBuf,
+    /// File holding the monitors' public key (maps must be signed by it).
+    pub map_public_key_file: PathBuf,
+    /// Failure domain.
+    #[serde(default)]
+    pub zone: String,
+    /// Peers to pull the map from at start (`/ip4/…/tcp/…/p2p/<peer id>`).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Membership timing.
+    #[serde(default)]
+    pub swim_preset: SwimPreset,
+    /// Chunk store segment size.
+    #[serde(default)]
+    pub segment_size_bytes: Option<u64>,
+    /// Cap on chunk store disk usage.
+    #[serde(default)]
+    pub capacity_bytes: Option<u64>,
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or holds unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Largest config file read.
+const CONFIG_SIZE_BYTES_MAX: u64 = 1024 * 1024;
+
+impl StorageConfig {
+    /// Loads a config file, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<StorageConfig, ConfigError> {
+        let io = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        if len > CONFIG_SIZE_BYTES_MAX {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: "config file larger than 1 MiB".into(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let mut cfg: StorageConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut cfg.data_dir,
+            &mut cfg.cluster_secret_file,
+            &mut cfg.map_public_key_file,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_resolves_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("storage.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/0\"\ncluster_secret_file = \"/etc/hadss/secret\"\nmap_public_key_file = \"map.pub\"\nzone = \"a\"\nswim_preset = \"fast\"\n",
+        )
+        .expect("write");
+        let cfg = StorageConfig::load(&path).expect("load");
+        assert_eq!(cfg.data_dir, dir.path().join("data"));
+        assert_eq!(cfg.cluster_secret_file, PathBuf::from("/etc/hadss/secret"));
+        assert_eq!(cfg.swim_preset, SwimPreset::Fast);
+        std::fs::write(
+            &path,
+            "data_dir = \"d\"\nlisten = \"x\"\ncluster_secret_file = \"s\"\nmap_public_key_file = \"k\"\ntypo = 1\n",
+        )
+        .expect("write");
+        assert!(StorageConfig::load(&path).is_err(), "unknown keys are refused");
+    }
+}
