@@ -65,6 +65,12 @@ pub trait Transport: Send + 'static {
     fn recv(&mut self) -> impl Future<Output = Option<Incoming>> + Send;
 }
 
+/// Most contacts remembered for joining.
+const JOIN_CONTACTS_MAX: usize = 16;
+/// Announce rounds to contacts that have not answered, before giving up on them (the
+/// periodic announce to known members carries on after that).
+const JOIN_RETRIES_MAX: u32 = 30;
+
 /// Plain UDP transport: addresses are `ip:port` or `/ip4|ip6/<ip>/udp/<port>`.
 /// Cannot authenticate senders; use only on trusted networks, tests and examples.
 #[derive(Debug)]
@@ -154,7 +160,8 @@ impl SwimHandle {
         rx.await.map_err(|_| SwimError::DriverStopped)
     }
 
-    /// Joins through `contact`, retrying every [`JOIN_RETRY_MS`] until connected.
+    /// Joins through `contact`: announces to it now and every [`JOIN_RETRY_MS`] until it is a
+    /// member (at most `JOIN_RETRIES_MAX` rounds). Several contacts may be pending at once.
     pub async fn join(&self, contact: NodeIdentity) -> Result<()> {
         self.commands
             .send(Command::Join(contact))
@@ -220,7 +227,10 @@ struct Driver<T, R: rand::Rng> {
     events: mpsc::Sender<MembershipEvent>,
     events_dropped: u64,
     timers_dropped: u64,
-    join_contact: Option<NodeIdentity>,
+    /// Contacts to announce to until each is a member (bounded by `JOIN_CONTACTS_MAX`),
+    /// with the retries left.
+    join_contacts: Vec<NodeIdentity>,
+    join_retries_left: u32,
     fx: Effects,
 }
 
@@ -244,7 +254,8 @@ where
         events: ev_tx,
         events_dropped: 0,
         timers_dropped: 0,
-        join_contact: None,
+        join_contacts: Vec::new(),
+        join_retries_left: 0,
         fx: Effects::default(),
     };
     let task = tokio::spawn(driver.run(cmd_rx));
@@ -306,7 +317,16 @@ impl<T: Transport, R: rand::Rng + Send + 'static> Driver<T, R> {
         let mut fx = std::mem::take(&mut self.fx);
         match cmd {
             Command::Join(contact) => {
-                self.join_contact = Some(contact);
+                // Every contact gets announced to (not only the last one), and again on each
+                // retry until it shows up as a member: a node that knows nobody else only
+                // learns of us through these announces.
+                if !self.join_contacts.iter().any(|c| c.peer_id() == contact.peer_id()) {
+                    if self.join_contacts.len() >= JOIN_CONTACTS_MAX {
+                        self.join_contacts.remove(0);
+                    }
+                    self.join_contacts.push(contact);
+                }
+                self.join_retries_left = JOIN_RETRIES_MAX;
                 self.schedule(now, DriverTimer::JoinRetry);
             }
             Command::Publish(item, reply) => {
@@ -337,11 +357,14 @@ impl<T: Transport, R: rand::Rng + Send + 'static> Driver<T, R> {
                     }
                 }
                 DriverTimer::JoinRetry => {
-                    if self.core.num_members() == 0
-                        && let Some(contact) = self.join_contact.clone()
-                    {
-                        if let Err(e) = self.core.join(now, contact, &mut fx) {
-                            tracing::debug!(error = %e, "swim join error");
+                    let members: Vec<PeerId> = self.core.members().map(|m| *m.peer_id()).collect();
+                    self.join_contacts.retain(|c| !members.contains(c.peer_id()));
+                    if !self.join_contacts.is_empty() && self.join_retries_left > 0 {
+                        self.join_retries_left -= 1;
+                        for contact in self.join_contacts.clone() {
+                            if let Err(e) = self.core.join(now, contact, &mut fx) {
+                                tracing::debug!(error = %e, "swim join error");
+                            }
                         }
                         self.schedule(now + JOIN_RETRY_MS, DriverTimer::JoinRetry);
                     }

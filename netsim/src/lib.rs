@@ -1,0 +1,315 @@
+//! `netsim`: starts real multi-process HADSS clusters on 127.0.0.1 and stops them.
+//!
+//! `up` creates the cluster's keys, writes one config per node with a fixed port (so a node
+//! restarted with its recorded `cmd` comes back at the address the map names), starts the
+//! processes in their own process groups (they outlive `netsim`), waits for each to report
+//! its identity, builds and signs the first map, hands it to one node, waits until every node
+//! holds it, and writes `DIR/cluster.json` (documented in `docs/NETSIM.md`). `down` stops
+//! the processes listed there (SIGTERM, then SIGKILL after a grace period).
+//!
+//! Not yet: monitors and gateways (their roles do not exist yet), fault injection, workloads
+//! and invariant checks, the deterministic simulator mode.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hadss::cluster::{ClusterMap, MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
+use hadss::node::protocol::{MapRequest, MapResponse};
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// How long `up` waits for a node to report itself.
+pub const NODE_START_TIMEOUT_MS: u64 = 30_000;
+/// How long `up` waits for the first map to reach every node.
+pub const MAP_SPREAD_TIMEOUT_MS: u64 = 30_000;
+/// How long `down` waits after SIGTERM before SIGKILL.
+pub const STOP_GRACE_MS: u64 = 10_000;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Directory for everything (keys, node data, logs, `cluster.json`).
+    pub dir: PathBuf,
+    /// Storage nodes.
+    pub storage: usize,
+    /// Zones the storage nodes are spread over (round robin).
+    pub zones: usize,
+    /// The `hadss` binary.
+    pub hadss: PathBuf,
+    /// Partitions of the map.
+    pub partitions: u32,
+}
+
+/// `DIR/cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterFile {
+    /// The S3 endpoint (null until gateways exist).
+    pub s3: Option<S3Endpoint>,
+    /// The cluster secret file.
+    pub cluster_secret_file: PathBuf,
+    /// The map-signing key and its public half.
+    pub map_key_file: PathBuf,
+    /// The public key nodes verify maps with.
+    pub map_public_key_file: PathBuf,
+    /// Every node.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// How S3 clients reach the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct S3Endpoint {
+    /// `http://127.0.0.1:P`.
+    pub endpoint: String,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret key.
+    pub secret_key: String,
+    /// Region.
+    pub region: String,
+}
+
+/// One node of `cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// `storage-1`, …
+    pub name: String,
+    /// `monitor`, `storage` or `gateway`.
+    pub role: String,
+    /// Process id.
+    pub pid: u32,
+    /// The command that (re)starts this node exactly as it was, run from `cwd`.
+    pub cmd: Vec<String>,
+    /// Working directory for `cmd`.
+    pub cwd: PathBuf,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// libp2p address with `/p2p/<peer id>`.
+    pub p2p_addr: String,
+    /// The node's peer id.
+    pub peer_id: String,
+    /// S3 endpoint (gateways only).
+    pub s3_endpoint: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NodeFile {
+    peer_id: String,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts a node process from its command line, detached in its own process group, with
+/// its output appended to `log`.
+pub fn spawn_node(cmd: &[String], cwd: &Path, log: &Path) -> anyhow::Result<u32> {
+    let (program, args) = cmd.split_first().context("empty command")?;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    Ok(child.id())
+}
+
+/// Starts a cluster and writes `cluster.json`.
+pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
+    if opts.storage == 0 {
+        bail!("at least one storage node is needed");
+    }
+    let dir = std::path::absolute(&opts.dir)?;
+    let hadss = std::path::absolute(&opts.hadss)?;
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    if !keys.join("cluster.secret").exists() {
+        hadss::net::identity::create_cluster_secret(&keys.join("cluster.secret"))?;
+        hadss::cluster::keys::create_map_keypair(&keys)?;
+    }
+    let mut nodes = Vec::new();
+    for i in 1..=opts.storage {
+        let name = format!("storage-{i}");
+        let node_dir = dir.join(&name);
+        std::fs::create_dir_all(&node_dir)?;
+        let port = free_port()?;
+        let config = node_dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nzone = \"zone-{}\"\nswim_preset = \"fast\"\n",
+                keys.join("cluster.secret").display(),
+                keys.join("map.pub").display(),
+                (i - 1) % opts.zones.max(1) + 1,
+            ),
+        )?;
+        let cmd = vec![
+            hadss.display().to_string(),
+            "storage".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        let pid = spawn_node(&cmd, &dir, &node_dir.join("log"))?;
+        nodes.push(NodeEntry {
+            name,
+            role: "storage".into(),
+            pid,
+            cmd,
+            cwd: dir.clone(),
+            data_dir: node_dir.join("data"),
+            p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}"),
+            peer_id: String::new(),
+            s3_endpoint: None,
+        });
+    }
+    // Each node reports its identity in node.json once it listens.
+    let deadline = Instant::now() + Duration::from_millis(NODE_START_TIMEOUT_MS);
+    for n in &mut nodes {
+        let file = n.data_dir.join("node.json");
+        loop {
+            if let Ok(bytes) = std::fs::read(&file)
+                && let Ok(info) = serde_json::from_slice::<NodeFile>(&bytes)
+            {
+                n.peer_id = info.peer_id;
+                n.p2p_addr = format!("{}/p2p/{}", n.p2p_addr, n.peer_id);
+                break;
+            }
+            if !is_running(n.pid) || Instant::now() > deadline {
+                bail!(
+                    "{} did not start; see {}",
+                    n.name,
+                    n.data_dir.with_file_name("log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let cluster = ClusterFile {
+        s3: None,
+        cluster_secret_file: keys.join("cluster.secret"),
+        map_key_file: keys.join("map.key"),
+        map_public_key_file: keys.join("map.pub"),
+        nodes,
+    };
+    write_cluster_file(&dir, &cluster)?;
+    install_map(&cluster, 1, opts.partitions).await?;
+    Ok(cluster)
+}
+
+/// Builds, signs and installs map `epoch` naming every storage node, then waits until each
+/// holds it.
+pub async fn install_map(cluster: &ClusterFile, epoch: u64, partitions: u32) -> anyhow::Result<()> {
+    let key = hadss::cluster::keys::load_map_keypair(&cluster.map_key_file)?;
+    let secret = hadss::net::identity::load_cluster_secret(&cluster.cluster_secret_file)?;
+    let storage: Vec<&NodeEntry> = cluster.nodes.iter().filter(|n| n.role == "storage").collect();
+    let mut infos = Vec::new();
+    for (i, n) in storage.iter().enumerate() {
+        let peer: PeerId = n.peer_id.parse()?;
+        let addr: Multiaddr = n.p2p_addr.parse()?;
+        let dial = hadss::node::client::split_peer_addr(&addr).map_or(addr, |(_, d)| d);
+        infos.push(NodeInfo {
+            id: NodeId(peer.to_bytes()),
+            addrs: vec![dial.to_string()],
+            role: Role::Storage,
+            zone: format!("zone-{}", i % 3 + 1),
+            weight: 100,
+            state: NodeState::In,
+        });
+    }
+    infos.sort_by(|a, b| a.id.cmp(&b.id));
+    let replication = storage.len().min(3) as u8;
+    let quorum = replication / 2 + 1;
+    let map = ClusterMap {
+        epoch,
+        nodes: infos,
+        policy: ReplicationPolicy {
+            replication,
+            write_quorum: quorum,
+            read_quorum: quorum,
+        },
+        partitions,
+    };
+    let env = MapEnvelope::sign(&map, &key)?;
+    let first: Multiaddr = storage[0].p2p_addr.parse()?;
+    match hadss::node::client::map_request(secret.clone(), &first, MapRequest::Offer(env)).await? {
+        MapResponse::Accepted(_) => {}
+        other => bail!("{} refused the map: {other:?}", storage[0].name),
+    }
+    let deadline = Instant::now() + Duration::from_millis(MAP_SPREAD_TIMEOUT_MS);
+    for n in &storage {
+        let addr: Multiaddr = n.p2p_addr.parse()?;
+        loop {
+            if let Ok(MapResponse::Map(Some(env))) =
+                hadss::node::client::map_request(secret.clone(), &addr, MapRequest::Get).await
+                && env.open(&key.public()).is_ok_and(|m| m.epoch >= epoch)
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not receive map epoch {epoch}", n.name);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `DIR/cluster.json` atomically.
+pub fn write_cluster_file(dir: &Path, cluster: &ClusterFile) -> anyhow::Result<()> {
+    let tmp = dir.join("cluster.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(cluster)?)?;
+    std::fs::rename(&tmp, dir.join("cluster.json"))?;
+    Ok(())
+}
+
+/// Reads `DIR/cluster.json`.
+pub fn read_cluster_file(dir: &Path) -> anyhow::Result<ClusterFile> {
+    let path = dir.join("cluster.json");
+    Ok(serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?)
+}
+
+fn pid_of(pid: u32) -> Option<rustix::process::Pid> {
+    rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)
+}
+
+/// Whether a process is still running (and not a zombie we could reap).
+pub fn is_running(pid: u32) -> bool {
+    let Some(p) = pid_of(pid) else { return false };
+    let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG);
+    rustix::process::test_kill_process(p).is_ok()
+}
+
+/// Sends `signal` to a node process.
+pub fn signal(pid: u32, signal: rustix::process::Signal) -> anyhow::Result<()> {
+    let p = pid_of(pid).context("bad pid")?;
+    rustix::process::kill_process(p, signal).with_context(|| format!("signalling {pid}"))
+}
+
+/// Stops every node of the cluster in `dir`: SIGTERM, then SIGKILL after the grace period.
+pub async fn down(dir: &Path) -> anyhow::Result<()> {
+    let cluster = read_cluster_file(dir)?;
+    for n in &cluster.nodes {
+        if is_running(n.pid) {
+            let _ = signal(n.pid, rustix::process::Signal::TERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
+    for n in &cluster.nodes {
+        while is_running(n.pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if is_running(n.pid) {
+            let _ = signal(n.pid, rustix::process::Signal::KILL);
+        }
+    }
+    Ok(())
+}
