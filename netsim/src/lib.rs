@@ -238,7 +238,7 @@ pub async fn install_map(cluster: &ClusterFile, epoch: u64, partitions: u32) -> 
     };
     let env = MapEnvelope::sign(&map, &key)?;
     let first: Multiaddr = storage[0].p2p_addr.parse()?;
-    match hadss::node::client::map_request(secret.clone(), &first, MapRequest::Offer(env)).await? {
+    match hadss::node::client::map_request(secret, &first, MapRequest::Offer(env)).await? {
         MapResponse::Accepted(_) => {}
         other => bail!("{} refused the map: {other:?}", storage[0].name),
     }
@@ -247,7 +247,7 @@ pub async fn install_map(cluster: &ClusterFile, epoch: u64, partitions: u32) -> 
         let addr: Multiaddr = n.p2p_addr.parse()?;
         loop {
             if let Ok(MapResponse::Map(Some(env))) =
-                hadss::node::client::map_request(secret.clone(), &addr, MapRequest::Get).await
+                hadss::node::client::map_request(secret, &addr, MapRequest::Get).await
                 && env.open(&key.public()).is_ok_and(|m| m.epoch >= epoch)
             {
                 break;

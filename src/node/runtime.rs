@@ -774,7 +774,7 @@ fn handle_command(swarm: &mut Swarm<Behaviour>, pending: &mut Pending, cmd: Comm
 /// Routes one request-response event: requests to spawned handlers, responses and failures
 /// to the waiting caller.
 macro_rules! route {
-    ($event:expr, $pending:expr, $inner:expr, $handler:expr, $respond:path) => {
+    ($event:expr, $pending:expr, $inner:expr, $handler:expr, $respond:path, $redial:expr) => {
         match $event {
             request_response::Event::Message { message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
@@ -791,7 +791,12 @@ macro_rules! route {
                     }
                 }
             },
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer, request_id, error, ..
+            } => {
+                if matches!(error, request_response::OutboundFailure::DialFailure) {
+                    $redial.push(peer);
+                }
                 if let Some(reply) = $pending.remove(&request_id) {
                     let _ = reply.send(Err(error.to_string()));
                 }
@@ -814,19 +819,38 @@ fn handle_event(
     inner: &Arc<Inner>,
     event: SwarmEvent<BehaviourEvent>,
 ) {
-    let _ = swarm;
+    let mut redial: Vec<PeerId> = Vec::new();
     match event {
         SwarmEvent::Behaviour(BehaviourEvent::Chunk(e)) => {
-            route!(e, pending.chunk, inner, Inner::handle_chunk, Command::RespondChunk)
+            route!(
+                e,
+                pending.chunk,
+                inner,
+                Inner::handle_chunk,
+                Command::RespondChunk,
+                redial
+            )
         }
         SwarmEvent::Behaviour(BehaviourEvent::Meta(e)) => {
-            route!(e, pending.meta, inner, Inner::handle_meta, Command::RespondMeta)
+            route!(e, pending.meta, inner, Inner::handle_meta, Command::RespondMeta, redial)
         }
         SwarmEvent::Behaviour(BehaviourEvent::Map(e)) => {
-            route!(e, pending.map, inner, handle_map, Command::RespondMap)
+            route!(e, pending.map, inner, handle_map, Command::RespondMap, redial)
         }
         SwarmEvent::Behaviour(BehaviourEvent::Swim(e)) => handle_swim(swarm, inner, e),
         _ => {}
+    }
+    // A failed dial makes libp2p forget the addresses it tried; the map still names them,
+    // and the peer may come back (a restart): give them back for the next attempt.
+    if let Some(view) = inner.view() {
+        for peer in redial {
+            let id = node_id(&peer);
+            if let Some(node) = view.0.node(&id) {
+                for addr in node.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+                    swarm.add_peer_address(peer, addr);
+                }
+            }
+        }
     }
 }
 
@@ -871,7 +895,19 @@ fn handle_swim(
         request_response::Event::InboundFailure { .. } => {
             inner.counters.bad_inbound.fetch_add(1, Relaxed);
         }
-        _ => {} // delivery failures are packet loss to SWIM
+        request_response::Event::OutboundFailure {
+            peer,
+            error: request_response::OutboundFailure::DialFailure,
+            ..
+        } => {
+            // Keep the map's addresses of a peer SWIM keeps probing (it may restart).
+            if let Some(node) = inner.view().and_then(|v| v.0.node(&node_id(&peer)).cloned()) {
+                for addr in node.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+                    swarm.add_peer_address(peer, addr);
+                }
+            }
+        }
+        _ => {} // other delivery failures are packet loss to SWIM
     }
 }
 
