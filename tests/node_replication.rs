@@ -27,21 +27,8 @@ fn config(dir: &std::path::Path, i: usize, secret: [u8; 32], key: &ed25519::Keyp
         },
         write_timeouts: Default::default(),
         zone: format!("z{}", i % 3),
-        swim: fast_swim(),
+        swim: hadss::config::SwimPreset::Fast.config(NODES as u32),
     }
-}
-
-/// The LAN preset sped up 5x, so detection takes seconds of test time.
-fn fast_swim() -> swim::SwimConfig {
-    let mut c = swim::SwimConfig::lan(NODES as u32);
-    c.probe_period_ms = 200;
-    c.probe_rtt_ms = 60;
-    c.suspicion_timeout_ms = 1_000;
-    c.gossip_period_ms = 50;
-    c.announce_period_ms = 1_000;
-    c.announce_down_period_ms = 1_000;
-    c.broadcast_refresh_period_ms = 2_000;
-    c
 }
 
 /// Polls `cond` every 100 ms for at most `limit`.

@@ -791,16 +791,7 @@ impl Store {
             self.counters.dedup_puts.fetch_add(1, Ordering::Relaxed);
             return Ok(PutOutcome { id, written: false });
         }
-        let (flags, payload) = self.maybe_compress(content);
-        let header = RecordHeader {
-            kind: RecordKind::Put,
-            flags,
-            seq: 0,
-            id,
-            stored_len: payload.len() as u32,
-            raw_len: content.len() as u32,
-            payload_crc: payload_crc(&payload),
-        };
+        let (header, payload) = self.encode_put(id, content);
         let (rec, end, segment) = self.append(header, &payload)?;
         let _pending = PendingGuard { store: self, segment };
         self.wait_durable(end)?;
@@ -826,16 +817,7 @@ impl Store {
                 self.counters.dedup_puts.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let (flags, payload) = self.maybe_compress(content);
-            let header = RecordHeader {
-                kind: RecordKind::Put,
-                flags,
-                seq: 0,
-                id,
-                stored_len: payload.len() as u32,
-                raw_len: content.len() as u32,
-                payload_crc: payload_crc(&payload),
-            };
+            let (header, payload) = self.encode_put(id, content);
             prepared.push((id, header, payload));
         }
         let mut written = Vec::with_capacity(prepared.len());
@@ -871,6 +853,21 @@ impl Store {
             Some(e) => Err(e),
             None => Ok(outcomes),
         }
+    }
+
+    /// The header (sequence number still 0) and stored payload of a put record.
+    fn encode_put<'a>(&self, id: ChunkId, content: &'a [u8]) -> (RecordHeader, Cow<'a, [u8]>) {
+        let (flags, payload) = self.maybe_compress(content);
+        let header = RecordHeader {
+            kind: RecordKind::Put,
+            flags,
+            seq: 0,
+            id,
+            stored_len: payload.len() as u32,
+            raw_len: content.len() as u32,
+            payload_crc: payload_crc(&payload),
+        };
+        (header, payload)
     }
 
     fn maybe_compress<'a>(&self, content: &'a [u8]) -> (u16, Cow<'a, [u8]>) {
