@@ -147,6 +147,39 @@ async fn replicated_writes_survive_a_stopped_node() {
             }
         }
 
+        // Flip a byte of one chunk inside a holder's segment file: the holder never serves the
+        // bad copy, reads it from another replica, and replaces its own copy.
+        let (victim_id, victim_i) = ids[17];
+        let holder = nodes.iter().find(|n| n.chunk_store().contains(&victim_id)).unwrap();
+        // The record header holds the id at offset 16; its payload starts at offset 64.
+        let needle = victim_id.0;
+        let mut flipped = false;
+        for entry in std::fs::read_dir(holder.chunk_store().dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "dat") {
+                let raw = std::fs::read(&path).unwrap();
+                if let Some(id_at) = raw.windows(needle.len()).position(|w| w == needle) {
+                    let at = id_at - 16 + 64 + 2;
+                    use std::os::unix::fs::FileExt;
+                    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    f.write_all_at(&[raw[at] ^ 0xff], at as u64).unwrap();
+                    flipped = true;
+                }
+            }
+        }
+        assert!(flipped, "found the chunk's bytes on disk");
+        assert_eq!(
+            holder.get_chunk(&victim_id).await.unwrap().unwrap(),
+            body(victim_i),
+            "served from a replica"
+        );
+        assert!(holder.chunk_store().contains(&victim_id), "the bad copy was replaced");
+        assert_eq!(
+            &holder.chunk_store().get(&victim_id).unwrap().unwrap()[..],
+            &body(victim_i)[..]
+        );
+        assert!(holder.chunk_store().stats().corruptions >= 1);
+
         // A peer sending bytes that do not match the claimed id is refused and counted.
         let forged = hadss::node::protocol::ChunkRequest::Put {
             id: *blake3::hash(b"what was promised").as_bytes(),

@@ -558,9 +558,16 @@ impl Inner {
     async fn get_chunk(self: Arc<Self>, id: ChunkId) -> anyhow::Result<Option<Vec<u8>>> {
         let chunks = self.chunks.clone();
         let local = tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await?;
-        if let Ok(Some(bytes)) = local {
-            return Ok(Some(bytes));
-        }
+        // A local copy that failed verification was set aside by the chunk store; it is
+        // replaced below from a healthy replica.
+        let corrupt_here = match local {
+            Ok(Some(bytes)) => return Ok(Some(bytes)),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(%id, error = %e, "local copy unreadable; reading from a replica");
+                e.is_corruption()
+            }
+        };
         let Some(view) = self.view() else {
             anyhow::bail!("no cluster map yet");
         };
@@ -571,10 +578,15 @@ impl Inner {
             }
             if let Ok(ChunkResponse::Data(bytes)) = self.request_chunk(node, ChunkRequest::Get { id: id.0 }).await {
                 // Never pass on bytes that do not match their id.
-                if ChunkId::of(&bytes) == id {
-                    return Ok(Some(bytes));
+                if ChunkId::of(&bytes) != id {
+                    tracing::error!(%id, peer = ?node, "peer sent a chunk that does not match its id");
+                    continue;
                 }
-                tracing::error!(%id, peer = ?node, "peer sent a chunk that does not match its id");
+                if corrupt_here {
+                    let repaired = self.store_chunk_locally(id, Arc::new(bytes.clone())).await;
+                    tracing::info!(%id, ok = repaired.is_ok(), "replaced a corrupt local copy from a replica");
+                }
+                return Ok(Some(bytes));
             }
         }
         Ok(None)
