@@ -25,17 +25,7 @@ impl SwimPreset {
         match self {
             SwimPreset::Lan => swim::SwimConfig::lan(cluster_size),
             SwimPreset::Wan => swim::SwimConfig::wan(cluster_size),
-            SwimPreset::Fast => {
-                let mut c = swim::SwimConfig::lan(cluster_size);
-                c.probe_period_ms = 200;
-                c.probe_rtt_ms = 60;
-                c.suspicion_timeout_ms = 1_000;
-                c.gossip_period_ms = 50;
-                c.announce_period_ms = 1_000;
-                c.announce_down_period_ms = 1_000;
-                c.broadcast_refresh_period_ms = 2_000;
-                c
-            }
+            SwimPreset::Fast => swim::SwimConfig::local(cluster_size),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod fsutil;
 pub mod net;
 pub mod node;
 pub mod storage;

@@ -154,7 +154,11 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
         addr: addr.clone(),
         zone: cfg.zone.clone(),
     };
-    write_atomically(&cfg.data_dir.join("node.json"), &serde_json::to_vec_pretty(&info)?)?;
+    hadss::fsutil::write_durably(
+        &cfg.data_dir.join("node.json"),
+        &serde_json::to_vec_pretty(&info)?,
+        0o644,
+    )?;
     for b in &cfg.bootstrap {
         let Some((peer, dial)) = b.parse().ok().as_ref().and_then(hadss::node::client::split_peer_addr) else {
             tracing::warn!(bootstrap = %b, "bootstrap address must end in /p2p/<peer id>; skipped");
@@ -179,14 +183,6 @@ async fn wait_for_shutdown() -> anyhow::Result<()> {
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {}
     }
-    Ok(())
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
     Ok(())
 }
 
@@ -240,7 +236,7 @@ async fn run_admin(admin: Admin) -> anyhow::Result<()> {
                 partitions,
             };
             let env = MapEnvelope::sign(&map, &key)?;
-            write_atomically(&out, &env.to_bytes()?)?;
+            hadss::fsutil::write_durably(&out, &env.to_bytes()?, 0o644)?;
             println!(
                 "wrote map epoch {epoch} with {} nodes to {}",
                 map.nodes.len(),

@@ -263,9 +263,7 @@ pub async fn install_map(cluster: &ClusterFile, epoch: u64, partitions: u32) -> 
 
 /// Writes `DIR/cluster.json` atomically.
 pub fn write_cluster_file(dir: &Path, cluster: &ClusterFile) -> anyhow::Result<()> {
-    let tmp = dir.join("cluster.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(cluster)?)?;
-    std::fs::rename(&tmp, dir.join("cluster.json"))?;
+    hadss::fsutil::write_durably(&dir.join("cluster.json"), &serde_json::to_vec_pretty(cluster)?, 0o644)?;
     Ok(())
 }
 

@@ -9,9 +9,8 @@
 //! bytes of the map and an ed25519 signature over exactly those bytes. Every size is bounded
 //! before anything is allocated from untrusted input.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::PathBuf;
 
 use libp2p::identity::ed25519;
 use serde::{Deserialize, Serialize};
@@ -291,27 +290,13 @@ impl MapStore {
                 held,
             });
         }
-        write_durably(&self.path, &env.to_bytes()?).map_err(|source| MapError::Io {
+        crate::fsutil::write_durably(&self.path, &env.to_bytes()?, 0o644).map_err(|source| MapError::Io {
             path: self.path.clone(),
             source,
         })?;
         let (map, _) = self.current.insert((map, env));
         Ok(map)
     }
-}
-
-/// Write to a temp file, fsync, rename over `path`, fsync the directory.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -6,9 +6,7 @@
 //!   usual swarm-key format (`/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits). Without it a
 //!   peer cannot finish a handshake with any node of the cluster.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -91,27 +89,12 @@ fn read_small(path: &Path) -> Result<Option<Vec<u8>>, NetError> {
     }
 }
 
-/// Crash-safe write of a private file (mode 0600): temp file, fsync, rename, fsync directory.
+/// Crash-safe write of a private file (mode 0600).
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
-    let io = |source| NetError::Io {
+    crate::fsutil::write_durably(path, bytes, 0o600).map_err(|source| NetError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    })
 }
 
 #[cfg(test)]

@@ -854,15 +854,8 @@ fn handle_event(
     }
     // A failed dial makes libp2p forget the addresses it tried; the map still names them,
     // and the peer may come back (a restart): give them back for the next attempt.
-    if let Some(view) = inner.view() {
-        for peer in redial {
-            let id = node_id(&peer);
-            if let Some(node) = view.0.node(&id) {
-                for addr in node.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
-                    swarm.add_peer_address(peer, addr);
-                }
-            }
-        }
+    for peer in redial {
+        restore_map_addresses(swarm, inner, peer);
     }
 }
 
@@ -876,6 +869,18 @@ async fn handle_map(inner: Arc<Inner>, request: MapRequest) -> MapResponse {
             Ok(epoch) => MapResponse::Accepted(epoch),
             Err(e) => MapResponse::Refused(e.to_string()),
         },
+    }
+}
+
+/// Gives the swarm back the addresses the map names for `peer` (libp2p forgets the ones
+/// a dial failed on).
+fn restore_map_addresses(swarm: &mut Swarm<Behaviour>, inner: &Inner, peer: PeerId) {
+    if let Some(view) = inner.view()
+        && let Some(node) = view.0.node(&node_id(&peer))
+    {
+        for addr in node.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            swarm.add_peer_address(peer, addr);
+        }
     }
 }
 
@@ -913,11 +918,7 @@ fn handle_swim(
             ..
         } => {
             // Keep the map's addresses of a peer SWIM keeps probing (it may restart).
-            if let Some(node) = inner.view().and_then(|v| v.0.node(&node_id(&peer)).cloned()) {
-                for addr in node.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
-                    swarm.add_peer_address(peer, addr);
-                }
-            }
+            restore_map_addresses(swarm, inner, peer);
         }
         _ => {} // other delivery failures are packet loss to SWIM
     }

@@ -93,6 +93,21 @@ impl SwimConfig {
         }
     }
 
+    /// Preset for members on one machine (tests, local clusters): the LAN preset sped up 5×,
+    /// so joins and failure detection take seconds of wall time.
+    pub fn local(cluster_size: u32) -> Self {
+        Self {
+            probe_period_ms: 200,
+            probe_rtt_ms: 60,
+            suspicion_timeout_ms: 1_000,
+            gossip_period_ms: 50,
+            announce_period_ms: 1_000,
+            announce_down_period_ms: 1_000,
+            broadcast_refresh_period_ms: 2_000,
+            ..Self::lan(cluster_size)
+        }
+    }
+
     /// Preset for members spread over regions (RTT up to a few hundred ms).
     pub fn wan(cluster_size: u32) -> Self {
         let probe_period_ms = 5_000;

@@ -12,16 +12,9 @@ use swim::driver::{self, Incoming, Transport, UdpTransport};
 use swim::{MembershipEvent, NodeIdentity, PeerId, Role, SwimConfig, SwimCore};
 use tokio::sync::mpsc;
 
-/// LAN preset, sped up 5x so the test takes a couple of seconds of wall time.
+/// The local preset, so the test takes a couple of seconds of wall time.
 fn fast_config() -> SwimConfig {
-    let mut c = SwimConfig::lan(3);
-    c.probe_period_ms = 200;
-    c.probe_rtt_ms = 60;
-    c.suspicion_timeout_ms = 1_000;
-    c.gossip_period_ms = 50;
-    c.announce_period_ms = 1_000;
-    c.announce_down_period_ms = 1_000;
-    c
+    SwimConfig::local(3)
 }
 
 fn identity(name: &str, addr: String) -> NodeIdentity {
