@@ -1,12 +1,16 @@
 //! Five in-process storage nodes on 127.0.0.1 over the private libp2p transport, N=3, W=2,
-//! R=2: chunks and records written through one node are readable through every node; with one
-//! node stopped, writes still succeed (fallback) and everything stays readable; a peer
-//! sending a chunk whose bytes do not match its id is refused and counted.
+//! R=2: chunks and records written through one node are readable through every node; a
+//! damaged copy is never served and is replaced; a replica missing a chunk or holding an old
+//! record version is repaired by reads; with one node stopped, writes still succeed
+//! (fallback with hints) and everything stays readable; when it restarts, the fallbacks hand
+//! its copies back and drop their own; a peer sending a chunk whose bytes do not match its id
+//! is refused and counted.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::time::Duration;
 
 use hadss::cluster::{ClusterMap, MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
+use hadss::node::protocol::{MetaRequest, MetaResponse};
 use hadss::node::{Node, NodeConfig};
 use hadss::storage::records::{Record, RecordValue, Version};
 use libp2p::identity::ed25519;
@@ -180,6 +184,52 @@ async fn replicated_writes_survive_a_stopped_node() {
         );
         assert!(holder.chunk_store().stats().corruptions >= 1);
 
+        // Read repair of a chunk: the first replica loses its copy; a read through a node that
+        // holds none finds it missing there, succeeds from the next replica, and gives the
+        // first replica the bytes back.
+        let (lost_id, lost_i) = ids[23];
+        let replicas = nodes[0].chunk_replicas(&lost_id);
+        let first = nodes.iter().find(|n| n.peer_id() == replicas[0]).unwrap();
+        assert!(first.chunk_store().delete(&lost_id).unwrap());
+        let reader = nodes.iter().find(|n| !replicas.contains(&n.peer_id())).unwrap();
+        assert_eq!(reader.get_chunk(&lost_id).await.unwrap().unwrap(), body(lost_i));
+        eventually(
+            Duration::from_secs(10),
+            "the first replica has the chunk again",
+            || async { first.chunk_store().contains(&lost_id) },
+        )
+        .await;
+
+        // Read repair of a record: a newer version reaches only the first replica; a quorum
+        // read returns it and writes it to the second replica it read.
+        let mut newer = record(&nodes[0], 5);
+        newer.version.hlc += 1_000_000;
+        newer.value = RecordValue::Data(b"newer".to_vec());
+        let owners = nodes[0].record_replicas(newer.partition);
+        let requester = nodes.iter().find(|n| n.peer_id() != owners[0]).unwrap();
+        let answer = requester
+            .meta_request(
+                owners[0],
+                MetaRequest::Put {
+                    records: vec![newer.clone()],
+                    hint_for: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer, MetaResponse::Applied(vec![true]));
+        assert_eq!(
+            nodes[4].get_record(newer.partition, &newer.key).await.unwrap(),
+            Some(newer.clone())
+        );
+        let second = nodes.iter().find(|n| n.peer_id() == owners[1]).unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "the second replica has the newer record",
+            || async { second.record_store().get(newer.partition, &newer.key).unwrap() == Some(newer.clone()) },
+        )
+        .await;
+
         // A peer sending bytes that do not match the claimed id is refused and counted.
         let forged = hadss::node::protocol::ChunkRequest::Put {
             id: *blake3::hash(b"what was promised").as_bytes(),
@@ -209,6 +259,7 @@ async fn replicated_writes_survive_a_stopped_node() {
         // reads find another replica.
         let stopped = nodes.remove(2);
         let stopped_id = stopped.peer_id();
+        let stopped_addr = stopped.listen_addr().clone();
         drop(stopped);
         for n in &nodes {
             eventually(Duration::from_secs(20), "the stopped node declared down", || async {
@@ -225,9 +276,57 @@ async fn replicated_writes_survive_a_stopped_node() {
         }
         for i in (0..260u64).step_by(3) {
             let want = record(&nodes[0], i);
+            if i == 5 {
+                continue; // rewritten above
+            }
             let got = nodes[0].get_record(want.partition, &want.key).await.unwrap();
             assert_eq!(got, Some(want), "record {i}");
         }
+        let held: u64 = nodes.iter().map(|n| n.hints_held()).sum();
+        assert!(held > 0, "fallbacks hold hints for the stopped node");
+
+        // Restart node 2 at its address: the fallbacks hand back what it missed, then drop
+        // their surplus copies.
+        let mut restart = config(dir.path(), 2, secret, &key);
+        restart.listen = stopped_addr;
+        let back = Node::start(restart).await.unwrap();
+        assert_eq!(back.peer_id(), stopped_id);
+        assert_eq!(back.epoch(), 1, "the map persisted across the restart");
+        eventually(Duration::from_secs(30), "every hint handed back", || async {
+            nodes.iter().map(|n| n.hints_held()).sum::<u64>() == 0
+        })
+        .await;
+        let handed: u64 = nodes
+            .iter()
+            .map(|n| n.counters().hints_handed_off.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        assert_eq!(handed, held, "each hint was delivered, none dropped");
+        for (id, i) in &ids[200..] {
+            if back.chunk_replicas(id).contains(&stopped_id) {
+                assert_eq!(
+                    &back.chunk_store().get(id).unwrap().expect("handed back")[..],
+                    &body(*i)[..],
+                    "chunk {i}"
+                );
+            }
+            let copies = nodes
+                .iter()
+                .chain([&back])
+                .filter(|n| n.chunk_store().contains(id))
+                .count();
+            assert!(copies <= 3, "chunk {i}: surplus copies dropped, {copies} left");
+        }
+        for i in 200..260u64 {
+            let want = record(&nodes[0], i);
+            if back.record_replicas(want.partition).contains(&stopped_id) {
+                assert_eq!(
+                    back.record_store().get(want.partition, &want.key).unwrap(),
+                    Some(want),
+                    "record {i}"
+                );
+            }
+        }
+        nodes.insert(2, back);
 
         // A new epoch given to one node reaches the others through SWIM gossip and a pull.
         let env = MapEnvelope::sign(&map_of(&nodes, 2), &key).unwrap();

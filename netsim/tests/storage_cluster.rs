@@ -1,7 +1,8 @@
 //! Issue-4 acceptance against real processes: `netsim up` starts 5 `hadss storage`
 //! processes (N=3, W=2, R=2); a client node writes 1,000 chunks and 1,000 records through
 //! them; one storage process is killed with SIGKILL; everything stays readable and new
-//! writes succeed; the killed node restarts from its recorded command and serves again.
+//! writes succeed (fallbacks hold hints); the killed node restarts from its recorded command,
+//! serves again, and gets back everything written while it was dead.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::PathBuf;
@@ -209,6 +210,52 @@ async fn five_storage_processes_survive_a_kill() {
             }
         }
         assert!(held > 0, "the restarted node serves the chunks it held before the kill");
+        phase(started, "restarted node serves its old chunks");
+
+        // Its hints come back: every chunk and record written while it was dead that it is a
+        // replica of is handed to it by the fallbacks (asked of it directly, no fallback).
+        let missed_chunks: Vec<&(chunkstore::ChunkId, u64)> = ids[CHUNKS as usize..]
+            .iter()
+            .filter(|(id, _)| client.chunk_replicas(id).contains(&victim_peer))
+            .collect();
+        let missed_records: Vec<Record> = (CHUNKS..CHUNKS + 200)
+            .map(|i| record(client, i))
+            .filter(|r| client.record_replicas(r.partition).contains(&victim_peer))
+            .collect();
+        assert!(!missed_chunks.is_empty() && !missed_records.is_empty());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut lacking = 0;
+            for (id, i) in &missed_chunks {
+                match client
+                    .chunk_request(victim_peer, hadss::node::protocol::ChunkRequest::Get { id: id.0 })
+                    .await
+                {
+                    Ok(hadss::node::protocol::ChunkResponse::Data(d)) => assert_eq!(d, body(*i), "chunk {i}"),
+                    _ => lacking += 1,
+                }
+            }
+            for r in &missed_records {
+                let get = hadss::node::protocol::MetaRequest::Get {
+                    partition: r.partition,
+                    key: r.key.clone(),
+                };
+                match client.meta_request(victim_peer, get).await {
+                    Ok(hadss::node::protocol::MetaResponse::Record(Some(got))) => assert_eq!(&got, r),
+                    _ => lacking += 1,
+                }
+            }
+            if lacking == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{lacking} of {} hinted items never came back",
+                missed_chunks.len() + missed_records.len()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        phase(started, "hints handed back");
         // netsim down (in Drop) also stops the restarted process: record its pid.
         let mut c = netsim::read_cluster_file(&cluster_dir).unwrap();
         c.nodes[2].pid = pid;

@@ -91,10 +91,13 @@ pub enum ChunkResponse {
 /// A request about metadata records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaRequest {
-    /// Write records last-writer-wins.
+    /// Write records last-writer-wins. `hint_for` marks copies held for a replica that is
+    /// down (the receiver hands them back when it returns).
     Put {
         /// The records.
         records: Vec<Record>,
+        /// The replica these copies stand in for.
+        hint_for: Option<Vec<u8>>,
     },
     /// Read one record.
     Get {
@@ -157,6 +160,8 @@ pub enum ErrorCode {
     NoMap,
     /// Storage is full.
     Full,
+    /// The holder's copy failed verification; it was set aside and not sent.
+    Corrupt,
     /// Anything else on the node's side.
     Internal,
 }

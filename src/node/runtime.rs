@@ -12,7 +12,14 @@
 //! fallbacks at once instead of after a failed request); a newer epoch gossiped by SWIM makes
 //! the node pull the map from the member that carried it.
 //!
-//! Not here yet: hinted handoff back to a returning replica, read repair, anti-entropy.
+//! Repair on the data path: a write that went to a fallback carries a *hint*; the fallback
+//! records it (`storage::hints`) and a handoff task sends the copy to the replica once SWIM
+//! sees it alive, then drops its surplus copy. A record read that finds replicas with older
+//! versions writes the newest back to them; a chunk read that finds a replica missing the
+//! chunk, or holding a corrupt copy, gives it the verified bytes. Both in the background.
+//!
+//! Not here yet: Merkle anti-entropy, re-replication after a long outage, rebalancing (the
+//! anti-entropy issue).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -32,6 +39,7 @@ use super::protocol::*;
 use crate::cluster::{ClusterMap, MapEnvelope, MapStore, NodeId, Placement, partition_of_chunk, partition_of_key};
 use crate::net::codec::PostcardCodec;
 use crate::net::transport::build_swarm;
+use crate::storage::hints::{Hint, HintItem, HintStore};
 use crate::storage::records::{Record, RecordStore};
 use crate::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
 
@@ -44,6 +52,13 @@ const SWIM_QUEUE_LEN_MAX: usize = 256;
 const SWIM_JOIN_CONTACTS_MAX: usize = 8;
 /// Time a peer has to answer a request.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// How often the handoff task looks for hints to hand back (it also runs when SWIM reports
+/// a member up).
+pub const HANDOFF_INTERVAL_MS: u64 = 2_000;
+/// Hint copies in flight to one replica.
+const HANDOFF_IN_FLIGHT_MAX: usize = 16;
+/// Pages of hints one handoff round goes through (`HINTS_PAGE_MAX` each).
+const HANDOFF_PAGES_PER_ROUND_MAX: usize = 64;
 
 /// How to start a node.
 #[derive(Debug, Clone)]
@@ -96,6 +111,20 @@ pub struct NodeCounters {
     pub chunk_id_mismatch: std::sync::atomic::AtomicU64,
     /// SWIM packets dropped because a queue was full (counted as loss by SWIM).
     pub swim_dropped: std::sync::atomic::AtomicU64,
+    /// Copies stored here on behalf of a replica that was down.
+    pub hints_stored: std::sync::atomic::AtomicU64,
+    /// Hinted copies handed back to their replica.
+    pub hints_handed_off: std::sync::atomic::AtomicU64,
+    /// Stale or missing record copies rewritten by reads.
+    pub record_read_repairs: std::sync::atomic::AtomicU64,
+    /// Missing or corrupt chunk copies on replicas rewritten by reads.
+    pub chunk_read_repairs: std::sync::atomic::AtomicU64,
+    /// Chunk reads refused here because the local copy failed verification.
+    pub corrupt_chunks_refused: std::sync::atomic::AtomicU64,
+}
+
+fn bump(counter: &std::sync::atomic::AtomicU64) {
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 struct Inner {
@@ -103,6 +132,12 @@ struct Inner {
     started: Instant,
     chunks: Arc<chunkstore::Store>,
     records: Arc<RecordStore>,
+    hints: Arc<HintStore>,
+    /// Serialises "store a hinted copy" against "drop a surplus copy" so a new hint cannot
+    /// lose its data to a concurrent cleanup.
+    hint_lock: tokio::sync::Mutex<()>,
+    /// Wakes the handoff task (a member came back).
+    handoff_nudge: Arc<tokio::sync::Notify>,
     maps: Mutex<MapStore>,
     view: RwLock<Option<Arc<(ClusterMap, Placement)>>>,
     timeouts: WriteTimeouts,
@@ -143,6 +178,13 @@ fn peer_of(node: &NodeId) -> Option<PeerId> {
     PeerId::from_bytes(&node.0).ok()
 }
 
+/// A node id received from a peer: must be a valid libp2p peer id.
+fn parse_node_id(raw: &[u8]) -> Result<NodeId, RemoteError> {
+    PeerId::from_bytes(raw)
+        .map(|p| node_id(&p))
+        .map_err(|_| err(ErrorCode::BadRequest, "hint names an invalid node id"))
+}
+
 impl Node {
     /// Opens the node's stores, starts listening, and returns once the listen address is known.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
@@ -157,6 +199,10 @@ impl Node {
         let records = {
             let path = config.data_dir.join("records.redb");
             Arc::new(tokio::task::spawn_blocking(move || RecordStore::open(&path)).await??)
+        };
+        let hints = {
+            let path = config.data_dir.join("hints.redb");
+            Arc::new(tokio::task::spawn_blocking(move || HintStore::open(&path)).await??)
         };
         let maps = MapStore::open(config.data_dir.join("map.bin"), config.map_key.clone())?;
         let view = maps.current().map(|m| Arc::new((m.clone(), Placement::new(m))));
@@ -227,6 +273,9 @@ impl Node {
             started: Instant::now(),
             chunks,
             records,
+            hints,
+            hint_lock: tokio::sync::Mutex::new(()),
+            handoff_nudge: Arc::new(tokio::sync::Notify::new()),
             maps: Mutex::new(maps),
             view: RwLock::new(view),
             timeouts: config.write_timeouts,
@@ -237,6 +286,7 @@ impl Node {
             swim_in: swim_in_tx,
         });
         tokio::spawn(follow_membership(swim_events, Arc::downgrade(&inner)));
+        tokio::spawn(handoff_loop(Arc::downgrade(&inner), inner.handoff_nudge.clone()));
         if let Some(v) = inner.view() {
             inner.learn_addresses(&v.0).await;
             inner.join_members(&v.0).await;
@@ -340,6 +390,50 @@ impl Node {
     /// Reads a record from R replicas; the newest version wins.
     pub async fn get_record(&self, partition: u32, key: &[u8]) -> anyhow::Result<Option<Record>> {
         self.inner.clone().get_record(partition, key.to_vec()).await
+    }
+
+    /// The replicas (first N of the preference list) of a chunk under the current map.
+    pub fn chunk_replicas(&self, id: &ChunkId) -> Vec<PeerId> {
+        self.inner.view().map_or_else(Vec::new, |v| {
+            let partition = partition_of_chunk(v.0.partitions, &id.0);
+            v.1.preference(partition)
+                .take(usize::from(v.0.policy.replication))
+                .filter_map(peer_of)
+                .collect()
+        })
+    }
+
+    /// The replicas (first N of the preference list) of a record partition.
+    pub fn record_replicas(&self, partition: u32) -> Vec<PeerId> {
+        self.inner.view().map_or_else(Vec::new, |v| {
+            v.1.preference(partition)
+                .take(usize::from(v.0.policy.replication))
+                .filter_map(peer_of)
+                .collect()
+        })
+    }
+
+    /// Sends one raw metadata request to `peer`.
+    pub async fn meta_request(&self, peer: PeerId, request: MetaRequest) -> anyhow::Result<MetaResponse> {
+        self.inner
+            .request_meta(&node_id(&peer), request)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The local record store (for checks).
+    pub fn record_store(&self) -> &Arc<RecordStore> {
+        &self.inner.records
+    }
+
+    /// Hints this node holds for replicas that were down.
+    pub fn hints_held(&self) -> u64 {
+        self.inner.hints.len()
+    }
+
+    /// Runs one handoff round now (the background task also runs them periodically).
+    pub async fn hand_off_now(&self) {
+        self.inner.clone().hand_off_round().await;
     }
 
     /// The partition a record key belongs to under the current map.
@@ -457,6 +551,237 @@ impl Inner {
         }
     }
 
+    /// Stores a chunk; with `hint_for`, also records (durably, before returning) that the
+    /// copy is held for that replica.
+    async fn store_chunk_with_hint(
+        &self,
+        id: ChunkId,
+        data: Arc<Vec<u8>>,
+        hint_for: Option<NodeId>,
+    ) -> Result<(), RemoteError> {
+        let Some(target) = hint_for else {
+            return self.store_chunk_locally(id, data).await;
+        };
+        let _guard = self.hint_lock.lock().await;
+        self.store_chunk_locally(id, data).await?;
+        self.add_hint(Hint {
+            item: HintItem::Chunk(id.0),
+            target,
+        })
+        .await
+    }
+
+    /// Writes records last-writer-wins; with `hint_for`, also records hints for them.
+    async fn store_records_locally(
+        &self,
+        batch: Vec<Record>,
+        hint_for: Option<NodeId>,
+    ) -> Result<Vec<bool>, RemoteError> {
+        let hints: Vec<Hint> = match &hint_for {
+            Some(target) => batch
+                .iter()
+                .map(|r| Hint {
+                    item: HintItem::Record {
+                        partition: r.partition,
+                        key: r.key.clone(),
+                    },
+                    target: target.clone(),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let _guard = match hint_for {
+            Some(_) => Some(self.hint_lock.lock().await),
+            None => None,
+        };
+        let records = self.records.clone();
+        let applied = match tokio::task::spawn_blocking(move || records.put(batch)).await {
+            Ok(Ok(applied)) => applied,
+            Ok(Err(e @ crate::storage::records::RecordError::Invalid(_))) => {
+                return Err(err(ErrorCode::BadRequest, e.to_string()));
+            }
+            Ok(Err(e)) => return Err(err(ErrorCode::Internal, e.to_string())),
+            Err(e) => return Err(err(ErrorCode::Internal, e.to_string())),
+        };
+        for hint in hints {
+            self.add_hint(hint).await?;
+        }
+        Ok(applied)
+    }
+
+    async fn add_hint(&self, hint: Hint) -> Result<(), RemoteError> {
+        let hints = self.hints.clone();
+        match tokio::task::spawn_blocking(move || hints.add(&[hint])).await {
+            Ok(Ok(())) => {
+                bump(&self.counters.hints_stored);
+                Ok(())
+            }
+            Ok(Err(e @ crate::storage::hints::HintError::Full(_))) => Err(err(ErrorCode::Full, e.to_string())),
+            Ok(Err(e)) => Err(err(ErrorCode::Internal, e.to_string())),
+            Err(e) => Err(err(ErrorCode::Internal, e.to_string())),
+        }
+    }
+
+    /// One pass over the hints: every replica SWIM does not report down gets its copies
+    /// back; a replica that fails one is skipped for the rest of the round.
+    async fn hand_off_round(self: Arc<Self>) {
+        let mut after: Option<Hint> = None;
+        for _ in 0..HANDOFF_PAGES_PER_ROUND_MAX {
+            let hints = self.hints.clone();
+            let cursor = after.clone();
+            let page = match tokio::task::spawn_blocking(move || {
+                hints.list(cursor.as_ref(), crate::storage::hints::HINTS_PAGE_MAX)
+            })
+            .await
+            {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "listing hints failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let Some(last) = page.last().cloned() else { return };
+            let full_page = page.len() >= crate::storage::hints::HINTS_PAGE_MAX;
+            after = Some(last);
+            let mut by_target: std::collections::BTreeMap<NodeId, Vec<Hint>> = Default::default();
+            for hint in page {
+                if hint.target != self.node_id && self.is_alive(&hint.target) {
+                    by_target.entry(hint.target.clone()).or_default().push(hint);
+                }
+            }
+            for (target, hints) in by_target {
+                let failed = std::sync::atomic::AtomicBool::new(false);
+                futures::stream::iter(hints)
+                    .for_each_concurrent(HANDOFF_IN_FLIGHT_MAX, |hint| {
+                        let this = self.clone();
+                        let failed = &failed;
+                        async move {
+                            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                                return;
+                            }
+                            if !this.hand_off(&hint).await {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    })
+                    .await;
+                if failed.into_inner() {
+                    tracing::debug!(target_node = ?target, "handoff paused: the replica did not take a copy");
+                }
+            }
+            if !full_page {
+                return;
+            }
+        }
+    }
+
+    /// Hands one hinted copy to its replica. Returns false if the replica did not take it.
+    async fn hand_off(&self, hint: &Hint) -> bool {
+        let delivered = match &hint.item {
+            HintItem::Chunk(id) => {
+                let id = ChunkId(*id);
+                let chunks = self.chunks.clone();
+                match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await {
+                    Ok(Ok(Some(data))) => {
+                        let req = ChunkRequest::Put {
+                            id: id.0,
+                            data,
+                            coordinate: false,
+                            hint_for: None,
+                        };
+                        match self.request_chunk(&hint.target, req).await {
+                            Ok(ChunkResponse::Stored { .. }) => true,
+                            _ => return false,
+                        }
+                    }
+                    // The copy is gone (or corrupt): nothing to hand back; anti-entropy
+                    // restores the replica from the others.
+                    _ => {
+                        tracing::warn!(%id, "hinted chunk no longer readable here; hint dropped");
+                        false
+                    }
+                }
+            }
+            HintItem::Record { partition, key } => {
+                let records = self.records.clone();
+                let (p, k) = (*partition, key.clone());
+                match tokio::task::spawn_blocking(move || records.get(p, &k)).await {
+                    Ok(Ok(Some(record))) => {
+                        let req = MetaRequest::Put {
+                            records: vec![record],
+                            hint_for: None,
+                        };
+                        match self.request_meta(&hint.target, req).await {
+                            Ok(MetaResponse::Applied(_)) => true,
+                            _ => return false,
+                        }
+                    }
+                    _ => {
+                        tracing::warn!(partition, "hinted record no longer readable here; hint dropped");
+                        false
+                    }
+                }
+            }
+        };
+        let _guard = self.hint_lock.lock().await;
+        let hints = self.hints.clone();
+        let h = hint.clone();
+        if !matches!(tokio::task::spawn_blocking(move || hints.remove(&h)).await, Ok(Ok(()))) {
+            return false;
+        }
+        if delivered {
+            bump(&self.counters.hints_handed_off);
+        }
+        self.drop_if_surplus(&hint.item).await;
+        true
+    }
+
+    /// Deletes this node's copy of `item` if no hint names it any more and this node is not
+    /// one of its replicas under the current map. Called with `hint_lock` held.
+    async fn drop_if_surplus(&self, item: &HintItem) {
+        let Some(view) = self.view() else { return };
+        let (map, placement) = &*view;
+        let partition = match item {
+            HintItem::Chunk(id) => partition_of_chunk(map.partitions, id),
+            HintItem::Record { partition, .. } => *partition,
+        };
+        let replicas = usize::from(map.policy.replication);
+        if placement
+            .preference(partition)
+            .take(replicas)
+            .any(|n| *n == self.node_id)
+        {
+            return;
+        }
+        let hints = self.hints.clone();
+        let it = item.clone();
+        if !matches!(
+            tokio::task::spawn_blocking(move || hints.holds_item(&it)).await,
+            Ok(Ok(false))
+        ) {
+            return;
+        }
+        let (chunks, records, item) = (self.chunks.clone(), self.records.clone(), item.clone());
+        let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            match item {
+                HintItem::Chunk(id) => chunks.delete(&ChunkId(id)).map(|_| ()).map_err(|e| e.to_string()),
+                HintItem::Record { partition, key } => {
+                    if let Some(r) = records.get(partition, &key).map_err(|e| e.to_string())? {
+                        records
+                            .remove_exact(partition, &key, r.version)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        if !matches!(result, Ok(Ok(()))) {
+            tracing::warn!(?result, "could not drop a surplus copy after handoff");
+        }
+    }
+
     /// Replicates one write through the coordinator; `send` performs one copy.
     async fn replicate<F, Fut>(&self, preference: Vec<NodeId>, n: usize, w: usize, send: F) -> Outcome
     where
@@ -529,7 +854,7 @@ impl Inner {
                 let me = me.clone();
                 async move {
                     if to == me {
-                        this.store_chunk_locally(id, data).await.is_ok()
+                        this.store_chunk_with_hint(id, data, hint_for).await.is_ok()
                     } else {
                         let req = ChunkRequest::Put {
                             id: id.0,
@@ -572,24 +897,64 @@ impl Inner {
             anyhow::bail!("no cluster map yet");
         };
         let partition = partition_of_chunk(view.0.partitions, &id.0);
-        for node in view.1.preference(partition) {
+        let replicas = usize::from(view.0.policy.replication);
+        // Replicas found without a good copy: given the verified bytes once they are found.
+        let mut lacking: Vec<NodeId> = Vec::new();
+        for (rank, node) in view.1.preference(partition).enumerate() {
             if *node == self.node_id {
                 continue;
             }
-            if let Ok(ChunkResponse::Data(bytes)) = self.request_chunk(node, ChunkRequest::Get { id: id.0 }).await {
-                // Never pass on bytes that do not match their id.
-                if ChunkId::of(&bytes) != id {
+            let answer = self.request_chunk(node, ChunkRequest::Get { id: id.0 }).await;
+            let bytes = match answer {
+                Ok(ChunkResponse::Data(bytes)) if ChunkId::of(&bytes) == id => bytes,
+                Ok(ChunkResponse::Data(_)) => {
+                    // Never pass on bytes that do not match their id.
+                    bump(&self.counters.chunk_id_mismatch);
                     tracing::error!(%id, peer = ?node, "peer sent a chunk that does not match its id");
+                    if rank < replicas {
+                        lacking.push(node.clone());
+                    }
                     continue;
                 }
-                if corrupt_here {
-                    let repaired = self.store_chunk_locally(id, Arc::new(bytes.clone())).await;
-                    tracing::info!(%id, ok = repaired.is_ok(), "replaced a corrupt local copy from a replica");
+                Ok(ChunkResponse::NotFound)
+                | Ok(ChunkResponse::Error(RemoteError {
+                    code: ErrorCode::Corrupt,
+                    ..
+                })) => {
+                    if rank < replicas {
+                        lacking.push(node.clone());
+                    }
+                    continue;
                 }
-                return Ok(Some(bytes));
+                _ => continue,
+            };
+            if corrupt_here {
+                let repaired = self.store_chunk_locally(id, Arc::new(bytes.clone())).await;
+                tracing::info!(%id, ok = repaired.is_ok(), "replaced a corrupt local copy from a replica");
             }
+            if !lacking.is_empty() {
+                let this = self.clone();
+                let data = bytes.clone();
+                tokio::spawn(async move { this.repair_chunk_replicas(id, data, lacking).await });
+            }
+            return Ok(Some(bytes));
         }
         Ok(None)
+    }
+
+    async fn repair_chunk_replicas(&self, id: ChunkId, data: Vec<u8>, replicas: Vec<NodeId>) {
+        for node in replicas {
+            let req = ChunkRequest::Put {
+                id: id.0,
+                data: data.clone(),
+                coordinate: false,
+                hint_for: None,
+            };
+            if matches!(self.request_chunk(&node, req).await, Ok(ChunkResponse::Stored { .. })) {
+                bump(&self.counters.chunk_read_repairs);
+                tracing::info!(%id, peer = ?node, "gave a replica the chunk it lacked");
+            }
+        }
     }
 
     async fn coordinate_record(self: Arc<Self>, record: Record) -> anyhow::Result<()> {
@@ -606,21 +971,19 @@ impl Inner {
         let this = self.clone();
         let record = Arc::new(record);
         let outcome = self
-            .replicate(preference, n, w, move |to, _hint_for| {
+            .replicate(preference, n, w, move |to, hint_for| {
                 let this = this.clone();
                 let record = record.clone();
                 let me = me.clone();
                 async move {
                     if to == me {
-                        let records = this.records.clone();
-                        let r = (*record).clone();
-                        matches!(
-                            tokio::task::spawn_blocking(move || records.put(vec![r])).await,
-                            Ok(Ok(_))
-                        )
+                        this.store_records_locally(vec![(*record).clone()], hint_for)
+                            .await
+                            .is_ok()
                     } else {
                         let req = MetaRequest::Put {
                             records: vec![(*record).clone()],
+                            hint_for: hint_for.map(|h| h.0),
                         };
                         matches!(this.request_meta(&to, req).await, Ok(MetaResponse::Applied(_)))
                     }
@@ -643,7 +1006,7 @@ impl Inner {
         };
         let (map, placement) = &*view;
         let r = usize::from(map.policy.read_quorum);
-        let mut answers: Vec<Option<Record>> = Vec::new();
+        let mut answers: Vec<(NodeId, Option<Record>)> = Vec::new();
         for node in placement.preference(partition) {
             if answers.len() >= r {
                 break;
@@ -670,13 +1033,44 @@ impl Inner {
                 }
             };
             if let Some(a) = answer {
-                answers.push(a);
+                answers.push((node.clone(), a));
             }
         }
         if answers.len() < r {
             anyhow::bail!("read quorum not reached: {} of {r} replicas answered", answers.len());
         }
-        Ok(answers.into_iter().flatten().max_by_key(|rec| rec.version))
+        let newest = answers
+            .iter()
+            .filter_map(|(_, a)| a.as_ref())
+            .max_by_key(|rec| rec.version)
+            .cloned();
+        if let Some(newest) = &newest {
+            // Read repair: replicas that answered with an older version (or nothing) get the
+            // newest, in the background.
+            for (node, answer) in answers {
+                if answer.is_none_or(|a| a.version < newest.version) {
+                    let this = self.clone();
+                    let record = newest.clone();
+                    tokio::spawn(async move { this.repair_record(node, record).await });
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    async fn repair_record(&self, node: NodeId, record: Record) {
+        let ok = if node == self.node_id {
+            self.store_records_locally(vec![record], None).await.is_ok()
+        } else {
+            let req = MetaRequest::Put {
+                records: vec![record],
+                hint_for: None,
+            };
+            matches!(self.request_meta(&node, req).await, Ok(MetaResponse::Applied(_)))
+        };
+        if ok {
+            bump(&self.counters.record_read_repairs);
+        }
     }
 
     async fn handle_chunk(self: Arc<Self>, request: ChunkRequest) -> ChunkResponse {
@@ -685,7 +1079,7 @@ impl Inner {
                 id,
                 data,
                 coordinate,
-                hint_for: _,
+                hint_for,
             } => {
                 let id = ChunkId(id);
                 if ChunkId::of(&data) != id {
@@ -694,10 +1088,14 @@ impl Inner {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return ChunkResponse::Error(err(ErrorCode::BadRequest, "chunk bytes do not match their id"));
                 }
+                let hint_for = match hint_for.map(|h| parse_node_id(&h)).transpose() {
+                    Ok(h) => h,
+                    Err(e) => return ChunkResponse::Error(e),
+                };
                 if coordinate {
                     self.coordinate_chunk(id, Arc::new(data)).await
                 } else {
-                    match self.store_chunk_locally(id, Arc::new(data)).await {
+                    match self.store_chunk_with_hint(id, Arc::new(data), hint_for).await {
                         Ok(()) => ChunkResponse::Stored { copies: 1 },
                         Err(e) => ChunkResponse::Error(e),
                     }
@@ -708,7 +1106,13 @@ impl Inner {
                 let id = ChunkId(id);
                 match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await {
                     Ok(Ok(Some(bytes))) => ChunkResponse::Data(bytes),
-                    Ok(Ok(None)) | Ok(Err(_)) => ChunkResponse::NotFound,
+                    Ok(Ok(None)) => ChunkResponse::NotFound,
+                    Ok(Err(e)) if e.is_corruption() => {
+                        bump(&self.counters.corrupt_chunks_refused);
+                        tracing::error!(%id, error = %e, "local copy failed verification; not sent");
+                        ChunkResponse::Error(err(ErrorCode::Corrupt, e.to_string()))
+                    }
+                    Ok(Err(e)) => ChunkResponse::Error(err(ErrorCode::Internal, e.to_string())),
                     Err(e) => ChunkResponse::Error(err(ErrorCode::Internal, e.to_string())),
                 }
             }
@@ -716,16 +1120,25 @@ impl Inner {
     }
 
     async fn handle_meta(self: Arc<Self>, request: MetaRequest) -> MetaResponse {
-        let records = self.records.clone();
-        let result = tokio::task::spawn_blocking(move || match request {
-            MetaRequest::Put { records: batch } => records.put(batch).map(MetaResponse::Applied),
-            MetaRequest::Get { partition, key } => records.get(partition, &key).map(MetaResponse::Record),
-        })
-        .await;
-        match result {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::BadRequest, e.to_string())),
-            Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+        match request {
+            MetaRequest::Put { records, hint_for } => {
+                let hint_for = match hint_for.map(|h| parse_node_id(&h)).transpose() {
+                    Ok(h) => h,
+                    Err(e) => return MetaResponse::Error(e),
+                };
+                match self.store_records_locally(records, hint_for).await {
+                    Ok(applied) => MetaResponse::Applied(applied),
+                    Err(e) => MetaResponse::Error(e),
+                }
+            }
+            MetaRequest::Get { partition, key } => {
+                let records = self.records.clone();
+                match tokio::task::spawn_blocking(move || records.get(partition, &key)).await {
+                    Ok(Ok(record)) => MetaResponse::Record(record),
+                    Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                    Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                }
+            }
         }
     }
 }
@@ -957,6 +1370,8 @@ async fn follow_membership(mut events: mpsc::Receiver<swim::MembershipEvent>, in
             }
             swim::MembershipEvent::Up(m) | swim::MembershipEvent::Rejoined { new: m, .. } => {
                 inner.down.write().unwrap_or_else(|p| p.into_inner()).remove(&id_of(&m));
+                // It may be a replica we hold hints for.
+                inner.handoff_nudge.notify_one();
             }
             swim::MembershipEvent::Broadcast(swim::ReceivedBroadcast {
                 broadcast: swim::Broadcast::Epoch(announcement),
@@ -975,6 +1390,20 @@ async fn follow_membership(mut events: mpsc::Receiver<swim::MembershipEvent>, in
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Hands hinted copies back: every `HANDOFF_INTERVAL_MS`, and when a member comes back.
+async fn handoff_loop(inner: std::sync::Weak<Inner>, nudge: Arc<tokio::sync::Notify>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(HANDOFF_INTERVAL_MS)) => {}
+            () = nudge.notified() => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if !inner.hints.is_empty() {
+            inner.hand_off_round().await;
         }
     }
 }

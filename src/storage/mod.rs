@@ -1,8 +1,9 @@
-//! The storage layer of a node. Today: the metadata record store (`records`: redb,
+//! The storage layer of a node: the metadata record store (`records`: redb,
 //! last-writer-wins on hybrid-logical-clock versions, group commit, per-partition Merkle
-//! summaries) and the sans-IO replication coordinator (`replication`), which the storage
-//! service and `netsim` drive; the service itself (chunk
-//! and record handlers over libp2p, hints, read repair) lands with the node runtime issue.
+//! summaries), the hinted-handoff bookkeeping of fallback copies (`hints`), and the sans-IO
+//! replication coordinator (`replication`), which the node runtime and `netsim` drive. The
+//! service around them (handlers over libp2p, handoff, read repair) is `crate::node`.
 
+pub mod hints;
 pub mod records;
 pub mod replication;

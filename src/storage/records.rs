@@ -305,6 +305,50 @@ impl RecordStore {
         }
     }
 
+    /// Removes the record under (`partition`, `key`) if its stored version is exactly
+    /// `version` (a newer write that arrived meanwhile stays). For surplus copies a node is
+    /// not a replica of (e.g. after handing a hint back). Durable on return; returns whether
+    /// it removed anything.
+    pub fn remove_exact(&self, partition: u32, key: &[u8], version: Version) -> Result<bool, RecordError> {
+        // Under the commit lock's leadership so no group commit interleaves with the check.
+        let mut st = lock(&self.state);
+        while st.leader_active {
+            st = self.committed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.leader_active = true;
+        drop(st);
+        let result = (|| -> Result<bool, RecordError> {
+            let tk = table_key(partition, key);
+            let txn = self.db.begin_write().map_err(db_err)?;
+            let removed = {
+                let mut table = txn.open_table(RECORDS).map_err(db_err)?;
+                let stored = match table.get(tk.as_slice()).map_err(db_err)? {
+                    Some(v) => postcard::from_bytes::<(Version, RecordValue)>(v.value())
+                        .ok()
+                        .map(|(ver, _)| ver),
+                    None => None,
+                };
+                if stored == Some(version) {
+                    table.remove(tk.as_slice()).map_err(db_err)?;
+                    true
+                } else {
+                    false
+                }
+            };
+            txn.commit().map_err(db_err)?;
+            if removed {
+                let (kh, d) = merkle_item(key, &version);
+                partition_tree(&mut lock(&self.merkle), partition).remove(&kh, &d);
+            }
+            Ok(removed)
+        })();
+        let mut st = lock(&self.state);
+        st.leader_active = false;
+        self.committed.notify_all();
+        drop(st);
+        result
+    }
+
     /// The record stored under (`partition`, `key`), tombstones included.
     pub fn get(&self, partition: u32, key: &[u8]) -> Result<Option<Record>, RecordError> {
         let txn = self.db.begin_read().map_err(db_err)?;
