@@ -9,73 +9,16 @@
 
 use std::time::Duration;
 
-use hadss::cluster::{ClusterMap, MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
+mod common;
+
+use common::{config, eventually, map_of};
+use hadss::cluster::MapEnvelope;
 use hadss::node::protocol::{MetaRequest, MetaResponse};
 use hadss::node::{Node, NodeConfig};
 use hadss::storage::records::{Record, RecordValue, Version};
 use libp2p::identity::ed25519;
-use libp2p::pnet::PreSharedKey;
 
 const NODES: usize = 5;
-
-fn config(dir: &std::path::Path, i: usize, secret: [u8; 32], key: &ed25519::Keypair) -> NodeConfig {
-    NodeConfig {
-        data_dir: dir.join(format!("node-{i}")),
-        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-        secret: PreSharedKey::new(secret),
-        map_key: key.public(),
-        chunk_options: chunkstore::Options {
-            segment_size_bytes: 8 * 1024 * 1024,
-            chunk_size_bytes_max: 1024 * 1024,
-            ..chunkstore::Options::default()
-        },
-        write_timeouts: Default::default(),
-        zone: format!("z{}", i % 3),
-        swim: hadss::config::SwimPreset::Fast.config(NODES as u32),
-    }
-}
-
-/// Polls `cond` every 100 ms for at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
-fn map_of(nodes: &[Node], epoch: u64) -> ClusterMap {
-    let mut infos: Vec<NodeInfo> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NodeInfo {
-            id: NodeId(n.peer_id().to_bytes()),
-            addrs: vec![n.listen_addr().to_string()],
-            role: Role::Storage,
-            zone: format!("z{}", i % 3),
-            weight: 100,
-            state: NodeState::In,
-        })
-        .collect();
-    infos.sort_by(|a, b| a.id.cmp(&b.id));
-    ClusterMap {
-        epoch,
-        nodes: infos,
-        policy: ReplicationPolicy {
-            replication: 3,
-            write_quorum: 2,
-            read_quorum: 2,
-        },
-        partitions: 64,
-    }
-}
 
 fn body(i: u64) -> Vec<u8> {
     let mut v = format!("chunk {i} ").into_bytes();
@@ -104,7 +47,7 @@ async fn replicated_writes_survive_a_stopped_node() {
         let key = ed25519::Keypair::generate();
         let mut nodes = Vec::new();
         for i in 0..NODES {
-            nodes.push(Node::start(config(dir.path(), i, secret, &key)).await.unwrap());
+            nodes.push(Node::start(config(dir.path(), i, secret, &key, NODES)).await.unwrap());
         }
         // The map reaches node 0 from the operator, the others pull it from node 0.
         let env = MapEnvelope::sign(&map_of(&nodes, 1), &key).unwrap();
@@ -287,7 +230,7 @@ async fn replicated_writes_survive_a_stopped_node() {
 
         // Restart node 2 at its address: the fallbacks hand back what it missed, then drop
         // their surplus copies.
-        let mut restart = config(dir.path(), 2, secret, &key);
+        let mut restart = config(dir.path(), 2, secret, &key, NODES);
         restart.listen = stopped_addr;
         let back = Node::start(restart).await.unwrap();
         assert_eq!(back.peer_id(), stopped_id);

@@ -121,6 +121,9 @@ pub struct NodeCounters {
     pub chunk_read_repairs: std::sync::atomic::AtomicU64,
     /// Chunk reads refused here because the local copy failed verification.
     pub corrupt_chunks_refused: std::sync::atomic::AtomicU64,
+    /// Inbound connections that failed before they were established (a wrong cluster secret
+    /// shows up here: the handshake cannot complete).
+    pub inbound_connection_failures: std::sync::atomic::AtomicU64,
 }
 
 fn bump(counter: &std::sync::atomic::AtomicU64) {
@@ -1263,6 +1266,12 @@ fn handle_event(
             route!(e, pending.map, inner, handle_map, Command::RespondMap, redial)
         }
         SwarmEvent::Behaviour(BehaviourEvent::Swim(e)) => handle_swim(swarm, inner, e),
+        SwarmEvent::IncomingConnectionError {
+            send_back_addr, error, ..
+        } => {
+            bump(&inner.counters.inbound_connection_failures);
+            tracing::debug!(%send_back_addr, %error, "inbound connection failed");
+        }
         _ => {}
     }
     // A failed dial makes libp2p forget the addresses it tried; the map still names them,
