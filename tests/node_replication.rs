@@ -14,7 +14,7 @@ mod common;
 use common::{config, eventually, map_of};
 use hadss::cluster::MapEnvelope;
 use hadss::node::protocol::{MetaRequest, MetaResponse};
-use hadss::node::{Node, NodeConfig};
+use hadss::node::Node;
 use hadss::storage::records::{Record, RecordValue, Version};
 use libp2p::identity::ed25519;
 
