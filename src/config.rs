@@ -57,6 +57,10 @@ pub struct StorageConfig {
     /// Cap on chunk store disk usage.
     #[serde(default)]
     pub capacity_bytes: Option<u64>,
+    /// Address of the `/health`, `/ready` and `/metrics` HTTP endpoint, e.g.
+    /// `127.0.0.1:7480`. Default: an ephemeral port on 127.0.0.1, written to `node.json`.
+    #[serde(default)]
+    pub http_listen: Option<String>,
 }
 
 /// Why a config file was refused.

@@ -11,4 +11,5 @@ pub mod config;
 pub mod fsutil;
 pub mod net;
 pub mod node;
+pub mod observe;
 pub mod storage;

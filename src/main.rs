@@ -107,6 +107,9 @@ struct NodeFile {
     peer_id: String,
     addr: String,
     zone: String,
+    /// `/health`, `/ready` and `/metrics` listen here.
+    #[serde(default)]
+    http_addr: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,10 +152,21 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
     })
     .await?;
     let addr = format!("{}/p2p/{}", node.listen_addr(), node.peer_id());
+    let http_listen: std::net::SocketAddr = cfg
+        .http_listen
+        .as_deref()
+        .unwrap_or("127.0.0.1:0")
+        .parse()
+        .context("http_listen address")?;
+    let http = node
+        .serve_http(http_listen)
+        .await
+        .context("starting the HTTP endpoint")?;
     let info = NodeFile {
         peer_id: node.peer_id().to_string(),
         addr: addr.clone(),
         zone: cfg.zone.clone(),
+        http_addr: http.local_addr().to_string(),
     };
     hadss::fsutil::write_durably(
         &cfg.data_dir.join("node.json"),
@@ -170,9 +184,14 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
             Err(e) => tracing::info!(%peer, error = %e, "no map from bootstrap peer yet"),
         }
     }
-    println!("storage node {} listening on {addr}", node.peer_id());
+    println!(
+        "storage node {} listening on {addr}; health and metrics on http://{}",
+        node.peer_id(),
+        http.local_addr()
+    );
     wait_for_shutdown().await?;
     tracing::info!("shutting down");
+    drop(http);
     drop(node);
     Ok(())
 }

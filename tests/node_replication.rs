@@ -13,8 +13,8 @@ mod common;
 
 use common::{config, eventually, map_of};
 use hadss::cluster::MapEnvelope;
-use hadss::node::protocol::{MetaRequest, MetaResponse};
 use hadss::node::Node;
+use hadss::node::protocol::{MetaRequest, MetaResponse};
 use hadss::storage::records::{Record, RecordValue, Version};
 use libp2p::identity::ed25519;
 

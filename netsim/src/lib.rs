@@ -93,6 +93,9 @@ pub struct NodeEntry {
     pub peer_id: String,
     /// S3 endpoint (gateways only).
     pub s3_endpoint: Option<String>,
+    /// `/health`, `/ready` and `/metrics` of the node (`http://127.0.0.1:P`).
+    #[serde(default)]
+    pub http_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -140,11 +143,12 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
         let node_dir = dir.join(&name);
         std::fs::create_dir_all(&node_dir)?;
         let port = free_port()?;
+        let http_port = free_port()?;
         let config = node_dir.join("config.toml");
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nzone = \"zone-{}\"\nswim_preset = \"fast\"\n",
+                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nzone = \"zone-{}\"\nswim_preset = \"fast\"\n",
                 keys.join("cluster.secret").display(),
                 keys.join("map.pub").display(),
                 (i - 1) % opts.zones.max(1) + 1,
@@ -167,6 +171,7 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
             p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}"),
             peer_id: String::new(),
             s3_endpoint: None,
+            http_endpoint: Some(format!("http://127.0.0.1:{http_port}")),
         });
     }
     // Each node reports its identity in node.json once it listens.
@@ -200,7 +205,36 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
     };
     write_cluster_file(&dir, &cluster)?;
     install_map(&cluster, 1, opts.partitions).await?;
+    wait_ready(&cluster).await?;
     Ok(cluster)
+}
+
+/// The `host:port` of a node's HTTP endpoint.
+pub fn http_addr(node: &NodeEntry) -> anyhow::Result<std::net::SocketAddr> {
+    let url = node.http_endpoint.as_deref().context("node has no HTTP endpoint")?;
+    Ok(url.trim_start_matches("http://").parse()?)
+}
+
+/// Waits until every node's `/ready` answers 200.
+pub async fn wait_ready(cluster: &ClusterFile) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(NODE_START_TIMEOUT_MS);
+    for n in cluster.nodes.iter().filter(|n| n.http_endpoint.is_some()) {
+        let addr = http_addr(n)?;
+        loop {
+            if let Ok((200, _)) = hadss::observe::get(addr, "/ready", 2_000).await {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} is not ready; see {}",
+                    n.name,
+                    n.data_dir.with_file_name("log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Builds, signs and installs map `epoch` naming every storage node, then waits until each

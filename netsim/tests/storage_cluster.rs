@@ -44,6 +44,13 @@ fn record(client: &Node, i: u64) -> Record {
     }
 }
 
+/// The value of a metric line `name value` in OpenMetrics text.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
 struct Down(PathBuf);
 
 impl Drop for Down {
@@ -256,6 +263,22 @@ async fn five_storage_processes_survive_a_kill() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         phase(started, "hints handed back");
+
+        // Every node exposes health and Prometheus metrics; the counters show what happened.
+        let mut handed_off = 0u64;
+        for n in &cluster.nodes {
+            let addr = netsim::http_addr(n).unwrap();
+            let (status, health) = hadss::observe::get(addr, "/health", 5_000).await.unwrap();
+            assert_eq!(status, 200);
+            let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+            assert_eq!(health["epoch"], 1, "{}: {health}", n.name);
+            assert_eq!(health["ready"], true);
+            let (status, metrics) = hadss::observe::get(addr, "/metrics", 5_000).await.unwrap();
+            assert_eq!(status, 200);
+            assert!(metrics.contains("hadss_map_epoch 1"), "{}: {metrics}", n.name);
+            handed_off += metric(&metrics, "hadss_hints_handed_off_total");
+        }
+        assert!(handed_off > 0, "the handoff counters show the hints handed back");
         // netsim down (in Drop) also stops the restarted process: record its pid.
         let mut c = netsim::read_cluster_file(&cluster_dir).unwrap();
         c.nodes[2].pid = pid;

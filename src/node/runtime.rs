@@ -124,6 +124,88 @@ pub struct NodeCounters {
     /// Inbound connections that failed before they were established (a wrong cluster secret
     /// shows up here: the handshake cannot complete).
     pub inbound_connection_failures: std::sync::atomic::AtomicU64,
+    /// Replicated writes (chunks and records) this node coordinated that reached W copies.
+    pub writes_acked: std::sync::atomic::AtomicU64,
+    /// Replicated writes this node coordinated that failed.
+    pub writes_failed: std::sync::atomic::AtomicU64,
+    /// Members SWIM reported up or rejoined.
+    pub members_up_events: std::sync::atomic::AtomicU64,
+    /// Members SWIM reported down.
+    pub members_down_events: std::sync::atomic::AtomicU64,
+}
+
+impl NodeCounters {
+    /// (name, help, value) of every counter, for metrics.
+    fn all(&self) -> [(&'static str, &'static str, u64); 13] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            (
+                "bad_inbound_requests",
+                "Requests from peers that failed to decode or broke a limit",
+                self.bad_inbound.load(Relaxed),
+            ),
+            (
+                "chunk_id_mismatches",
+                "Chunks refused because their bytes did not match their id",
+                self.chunk_id_mismatch.load(Relaxed),
+            ),
+            (
+                "swim_packets_dropped",
+                "SWIM packets dropped on a full queue",
+                self.swim_dropped.load(Relaxed),
+            ),
+            (
+                "hints_stored",
+                "Copies stored on behalf of a replica that was down",
+                self.hints_stored.load(Relaxed),
+            ),
+            (
+                "hints_handed_off",
+                "Hinted copies handed back to their replica",
+                self.hints_handed_off.load(Relaxed),
+            ),
+            (
+                "record_read_repairs",
+                "Stale or missing record copies rewritten by reads",
+                self.record_read_repairs.load(Relaxed),
+            ),
+            (
+                "chunk_read_repairs",
+                "Missing or corrupt chunk copies rewritten by reads",
+                self.chunk_read_repairs.load(Relaxed),
+            ),
+            (
+                "corrupt_chunks_refused",
+                "Chunk reads refused because the local copy failed verification",
+                self.corrupt_chunks_refused.load(Relaxed),
+            ),
+            (
+                "inbound_connection_failures",
+                "Inbound connections that failed before being established",
+                self.inbound_connection_failures.load(Relaxed),
+            ),
+            (
+                "writes_acked",
+                "Replicated writes coordinated here that reached the write quorum",
+                self.writes_acked.load(Relaxed),
+            ),
+            (
+                "writes_failed",
+                "Replicated writes coordinated here that failed",
+                self.writes_failed.load(Relaxed),
+            ),
+            (
+                "swim_members_up_events",
+                "Members SWIM reported up or rejoined",
+                self.members_up_events.load(Relaxed),
+            ),
+            (
+                "swim_members_down_events",
+                "Members SWIM reported down",
+                self.members_down_events.load(Relaxed),
+            ),
+        ]
+    }
 }
 
 fn bump(counter: &std::sync::atomic::AtomicU64) {
@@ -148,6 +230,8 @@ struct Inner {
     counters: NodeCounters,
     /// Members SWIM currently considers down.
     down: RwLock<HashSet<NodeId>>,
+    /// Members SWIM currently considers up (excluding this node).
+    up: RwLock<HashSet<NodeId>>,
     swim: swim::driver::SwimHandle,
     swim_in: mpsc::Sender<swim::driver::Incoming>,
 }
@@ -285,6 +369,7 @@ impl Node {
             cmd: cmd_tx,
             counters: NodeCounters::default(),
             down: RwLock::new(HashSet::new()),
+            up: RwLock::new(HashSet::new()),
             swim: swim_handle,
             swim_in: swim_in_tx,
         });
@@ -312,6 +397,11 @@ impl Node {
     /// The address the node listens on.
     pub fn listen_addr(&self) -> &Multiaddr {
         &self.listen_addr
+    }
+
+    /// Serves `/health`, `/ready` and `/metrics` on `listen`.
+    pub async fn serve_http(&self, listen: std::net::SocketAddr) -> std::io::Result<crate::observe::HttpEndpoint> {
+        crate::observe::serve(listen, self.inner.clone()).await
     }
 
     /// The node's counters.
@@ -870,6 +960,10 @@ impl Inner {
                 }
             })
             .await;
+        bump(match &outcome {
+            Outcome::Acked { .. } => &self.counters.writes_acked,
+            Outcome::Failed { .. } => &self.counters.writes_failed,
+        });
         match outcome {
             Outcome::Acked { durable_on, .. } => ChunkResponse::Stored {
                 copies: durable_on.len() as u32,
@@ -993,6 +1087,10 @@ impl Inner {
                 }
             })
             .await;
+        bump(match &outcome {
+            Outcome::Acked { .. } => &self.counters.writes_acked,
+            Outcome::Failed { .. } => &self.counters.writes_failed,
+        });
         match outcome {
             Outcome::Acked { .. } => Ok(()),
             Outcome::Failed {
@@ -1375,9 +1473,13 @@ async fn follow_membership(mut events: mpsc::Receiver<swim::MembershipEvent>, in
         match event {
             swim::MembershipEvent::Down(m) => {
                 tracing::info!(peer = %m.peer_id(), "member down");
+                bump(&inner.counters.members_down_events);
                 inner.down.write().unwrap_or_else(|p| p.into_inner()).insert(id_of(&m));
+                inner.up.write().unwrap_or_else(|p| p.into_inner()).remove(&id_of(&m));
             }
             swim::MembershipEvent::Up(m) | swim::MembershipEvent::Rejoined { new: m, .. } => {
+                bump(&inner.counters.members_up_events);
+                inner.up.write().unwrap_or_else(|p| p.into_inner()).insert(id_of(&m));
                 inner.down.write().unwrap_or_else(|p| p.into_inner()).remove(&id_of(&m));
                 // It may be a replica we hold hints for.
                 inner.handoff_nudge.notify_one();
@@ -1414,5 +1516,101 @@ async fn handoff_loop(inner: std::sync::Weak<Inner>, nudge: Arc<tokio::sync::Not
         if !inner.hints.is_empty() {
             inner.hand_off_round().await;
         }
+    }
+}
+
+impl crate::observe::Observable for Inner {
+    fn ready(&self) -> bool {
+        self.view().is_some()
+    }
+
+    fn health(&self) -> serde_json::Value {
+        let read = |s: &RwLock<HashSet<NodeId>>| s.read().unwrap_or_else(|p| p.into_inner()).len();
+        let peer = peer_of(&self.node_id).map(|p| p.to_string()).unwrap_or_default();
+        serde_json::json!({
+            "role": "storage",
+            "peer_id": peer,
+            "epoch": self.view().map_or(0, |v| v.0.epoch),
+            "members_up": read(&self.up),
+            "members_down": read(&self.down),
+            "hints_held": self.hints.len(),
+            "chunks": self.chunks.stats().chunks,
+            "uptime_s": self.started.elapsed().as_secs(),
+        })
+    }
+
+    fn metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        use crate::observe::{counter, gauge};
+        for (name, help, value) in self.counters.all() {
+            counter(registry, name, help, value);
+        }
+        let read = |s: &RwLock<HashSet<NodeId>>| s.read().unwrap_or_else(|p| p.into_inner()).len() as i64;
+        gauge(
+            registry,
+            "map_epoch",
+            "Epoch of the cluster map this node holds",
+            self.view().map_or(0, |v| v.0.epoch as i64),
+        );
+        gauge(registry, "swim_members_up", "Members SWIM considers up", read(&self.up));
+        gauge(
+            registry,
+            "swim_members_down",
+            "Members SWIM considers down",
+            read(&self.down),
+        );
+        gauge(
+            registry,
+            "hints_held",
+            "Copies held for replicas that were down",
+            self.hints.len() as i64,
+        );
+        gauge(
+            registry,
+            "uptime_seconds",
+            "Seconds since the node started",
+            self.started.elapsed().as_secs() as i64,
+        );
+        let st = self.chunks.stats();
+        gauge(registry, "chunkstore_chunks", "Chunks stored", st.chunks as i64);
+        gauge(registry, "chunkstore_segments", "Segment files", st.segments as i64);
+        gauge(
+            registry,
+            "chunkstore_disk_bytes",
+            "Bytes of segment files on disk",
+            st.disk_bytes as i64,
+        );
+        gauge(
+            registry,
+            "chunkstore_dead_bytes",
+            "Bytes of superseded records awaiting compaction",
+            st.dead_record_bytes as i64,
+        );
+        counter(registry, "chunkstore_puts", "Chunk puts", st.puts);
+        counter(
+            registry,
+            "chunkstore_dedup_puts",
+            "Chunk puts of chunks already stored",
+            st.dedup_puts,
+        );
+        counter(registry, "chunkstore_gets", "Chunk gets", st.gets);
+        counter(registry, "chunkstore_deletes", "Chunk deletes", st.deletes);
+        counter(
+            registry,
+            "chunkstore_corruptions",
+            "Chunk copies that failed verification",
+            st.corruptions,
+        );
+        counter(
+            registry,
+            "chunkstore_group_commits",
+            "Group commits (one fdatasync each)",
+            st.group_commits,
+        );
+        counter(
+            registry,
+            "chunkstore_compactions",
+            "Segment compactions",
+            st.compactions,
+        );
     }
 }
