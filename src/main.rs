@@ -2,6 +2,8 @@
 //! cluster's secrets and signed maps and hands a map to a running node. `dev` (a whole local
 //! cluster with an S3 endpoint) lands with the gateway issue.
 
+mod bench;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -37,6 +39,16 @@ enum Command {
     /// Cluster administration.
     #[command(subcommand)]
     Admin(Admin),
+    /// Measure throughput against the physical limits of this machine.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Replicated chunk put/get through three local nodes vs the disk, loopback and a
+    /// single chunk store.
+    Replication(bench::ReplicationBench),
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         ),
         Command::Storage { config } => runtime.block_on(run_storage(&config)),
         Command::Admin(admin) => runtime.block_on(run_admin(admin)),
+        Command::Bench(Bench::Replication(opts)) => runtime.block_on(bench::run(opts)),
     }
 }
 

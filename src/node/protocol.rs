@@ -43,7 +43,7 @@ pub const SWIM_LIMITS: FrameLimits = FrameLimits {
 
 /// One SWIM packet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwimPacket(pub Vec<u8>);
+pub struct SwimPacket(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 /// Acknowledges a SWIM packet's delivery (SWIM's own acks travel as packets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +58,8 @@ pub enum ChunkRequest {
     Put {
         /// BLAKE3 of `data`; checked by the receiver.
         id: [u8; 32],
-        /// The bytes.
+        /// The bytes (`serde_bytes`: one copy, not a per-byte sequence; same wire format).
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// Replicate to the other replicas before answering.
         coordinate: bool,
@@ -81,7 +82,7 @@ pub enum ChunkResponse {
         copies: u32,
     },
     /// The chunk's bytes.
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Not held here.
     NotFound,
     /// The request failed.

@@ -50,6 +50,10 @@ const COMMAND_QUEUE_LEN_MAX: usize = 1024;
 const SWIM_QUEUE_LEN_MAX: usize = 256;
 /// Members a node contacts to join the SWIM mesh when it adopts a map.
 const SWIM_JOIN_CONTACTS_MAX: usize = 8;
+/// Requests in flight per connection and protocol, each way (libp2p's default of 100 drops
+/// inbound requests under load). Bounds a node's inbound buffering: at most this many
+/// frames (each within its protocol's size limit) per peer.
+pub const STREAMS_PER_CONNECTION_MAX: usize = 512;
 /// Time a peer has to answer a request.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// How often the handoff task looks for hints to hand back (it also runs when SWIM reports
@@ -294,8 +298,9 @@ impl Node {
         let maps = MapStore::open(config.data_dir.join("map.bin"), config.map_key.clone())?;
         let view = maps.current().map(|m| Arc::new((m.clone(), Placement::new(m))));
 
-        let rr_config =
-            request_response::Config::default().with_request_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS));
+        let rr_config = request_response::Config::default()
+            .with_request_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
+            .with_max_concurrent_streams(STREAMS_PER_CONNECTION_MAX);
         let mut swarm: Swarm<Behaviour> = build_swarm(keypair, config.secret, |_| Behaviour {
             chunk: request_response::Behaviour::with_codec(
                 PostcardCodec::new(CHUNK_LIMITS),
@@ -316,7 +321,8 @@ impl Node {
                 PostcardCodec::new(SWIM_LIMITS),
                 [(SWIM_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
-                    .with_request_timeout(Duration::from_millis(config.swim.probe_rtt_ms.max(1000))),
+                    .with_request_timeout(Duration::from_millis(config.swim.probe_rtt_ms.max(1000)))
+                    .with_max_concurrent_streams(STREAMS_PER_CONNECTION_MAX),
             ),
         })?;
         swarm.listen_on(config.listen.clone())?;
@@ -876,14 +882,21 @@ impl Inner {
     }
 
     /// Replicates one write through the coordinator; `send` performs one copy.
-    async fn replicate<F, Fut>(&self, preference: Vec<NodeId>, n: usize, w: usize, send: F) -> Outcome
+    async fn replicate<F, Fut>(
+        &self,
+        preference: Vec<NodeId>,
+        (n, w): (usize, usize),
+        payload_size_bytes: u64,
+        send: F,
+    ) -> Outcome
     where
         F: Fn(NodeId, Option<NodeId>) -> Fut,
         Fut: std::future::Future<Output = bool> + Send + 'static,
     {
         let alive = |n: &NodeId| self.is_alive(n);
         let mut fx = Vec::new();
-        let mut coord = WriteCoordinator::start(self.now_ms(), &preference, n, w, self.timeouts, &alive, &mut fx);
+        let timeouts = self.timeouts.for_payload(payload_size_bytes);
+        let mut coord = WriteCoordinator::start(self.now_ms(), &preference, n, w, timeouts, &alive, &mut fx);
         let (tx, mut rx) = mpsc::channel::<(NodeId, bool)>(crate::storage::replication::TARGETS_MAX * 2);
         let mut timers: BTreeSet<u64> = BTreeSet::new();
         loop {
@@ -941,7 +954,7 @@ impl Inner {
         let me = self.node_id.clone();
         let this = self.clone();
         let outcome = self
-            .replicate(preference, n, w, move |to, hint_for| {
+            .replicate(preference, (n, w), data.len() as u64, move |to, hint_for| {
                 let this = this.clone();
                 let data = data.clone();
                 let me = me.clone();
@@ -1066,9 +1079,13 @@ impl Inner {
         );
         let me = self.node_id.clone();
         let this = self.clone();
+        let payload_size_bytes = match &record.value {
+            crate::storage::records::RecordValue::Data(d) => (d.len() + record.key.len()) as u64,
+            crate::storage::records::RecordValue::Tombstone => record.key.len() as u64,
+        };
         let record = Arc::new(record);
         let outcome = self
-            .replicate(preference, n, w, move |to, hint_for| {
+            .replicate(preference, (n, w), payload_size_bytes, move |to, hint_for| {
                 let this = this.clone();
                 let record = record.clone();
                 let me = me.clone();

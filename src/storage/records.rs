@@ -56,7 +56,7 @@ pub struct Version {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordValue {
     /// Opaque bytes (the layer above encodes object metadata into them).
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Deleted; kept so an older write arriving late does not resurrect the record.
     Tombstone,
 }
@@ -67,6 +67,7 @@ pub struct Record {
     /// Partition the key belongs to.
     pub partition: u32,
     /// The key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Its version.
     pub version: Version,

@@ -38,6 +38,23 @@ pub struct WriteTimeouts {
     pub write_timeout_ms: u64,
 }
 
+/// Slowest transfer rate a healthy target is expected to sustain: a payload's timeouts grow
+/// by its transfer time at this rate, so large chunks under load are not mistaken for dead
+/// targets.
+pub const TARGET_RATE_BYTES_PER_MS_MIN: u64 = 2 * 1024; // 2 MiB/s
+
+impl WriteTimeouts {
+    /// These timeouts extended by the time `payload_size_bytes` takes at
+    /// `TARGET_RATE_BYTES_PER_MS_MIN`.
+    pub fn for_payload(self, payload_size_bytes: u64) -> WriteTimeouts {
+        let transfer_ms = payload_size_bytes / TARGET_RATE_BYTES_PER_MS_MIN;
+        WriteTimeouts {
+            target_timeout_ms: self.target_timeout_ms.saturating_add(transfer_ms),
+            write_timeout_ms: self.write_timeout_ms.saturating_add(transfer_ms.saturating_mul(2)),
+        }
+    }
+}
+
 impl Default for WriteTimeouts {
     fn default() -> Self {
         WriteTimeouts {
