@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod config;
 pub mod fsutil;
+pub mod gateway;
 pub mod net;
 pub mod node;
 pub mod observe;

@@ -1,8 +1,9 @@
-//! `hadss`: the one binary of HADSS. `storage` runs a storage node; `admin` creates the
-//! cluster's secrets and signed maps and hands a map to a running node. `dev` (a whole local
-//! cluster with an S3 endpoint) lands with the gateway issue.
+//! `hadss`: the one binary of HADSS. `dev` runs a whole local cluster with an S3 endpoint in
+//! one process; `storage` runs a storage node; `admin` creates the cluster's secrets and
+//! signed maps and hands a map to a running node; `bench` measures.
 
 mod bench;
+mod dev;
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +29,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a local development cluster with an S3 endpoint (lands with the gateway issue).
-    Dev,
+    /// Run a local cluster (three storage nodes and an S3 gateway) in this process.
+    Dev(dev::DevOptions),
     /// Run a storage node.
     Storage {
         /// The node's TOML config file.
@@ -134,10 +135,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
-        Command::Dev => anyhow::bail!(
-            "`hadss dev` is not implemented yet: storage nodes (`hadss storage`) and the admin \
-             commands exist; the S3 gateway does not (see the project's issues)"
-        ),
+        Command::Dev(opts) => runtime.block_on(dev::run(opts, wait_for_shutdown())),
         Command::Storage { config } => runtime.block_on(run_storage(&config)),
         Command::Admin(admin) => runtime.block_on(run_admin(admin)),
         Command::Bench(Bench::Replication(opts)) => runtime.block_on(bench::run(opts)),

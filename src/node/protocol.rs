@@ -107,7 +107,23 @@ pub enum MetaRequest {
         /// Key.
         key: Vec<u8>,
     },
+    /// Records of a partition whose keys start with `prefix` and sort after `after`, in key
+    /// order, at most `limit` (capped at `SCAN_RECORDS_MAX`) and `SCAN_RESPONSE_BYTES_MAX`.
+    Scan {
+        /// Partition.
+        partition: u32,
+        /// Key prefix.
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+        /// Exclusive start key.
+        after: Option<Vec<u8>>,
+        /// Most records wanted.
+        limit: u32,
+    },
 }
+
+/// Most bytes of records one scan answer carries (well inside `META_LIMITS`).
+pub const SCAN_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// An answer about metadata records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +132,14 @@ pub enum MetaResponse {
     Applied(Vec<bool>),
     /// The record, if any.
     Record(Option<Record>),
+    /// A scan page. `complete`: nothing matching follows the last record (the page was not
+    /// cut by the count or size limit).
+    Records {
+        /// Records in key order, tombstones included.
+        records: Vec<Record>,
+        /// Whether the scan reached the end of the matching keys.
+        complete: bool,
+    },
     /// The request failed.
     Error(RemoteError),
 }

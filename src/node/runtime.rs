@@ -535,6 +535,19 @@ impl Node {
         self.inner.clone().hand_off_round().await;
     }
 
+    /// Scans a partition on R replicas and merges the pages (newest version per key, only
+    /// as far as every replica's page reaches). Returns the records in key order, tombstones
+    /// included, and whether the scan reached the end of the matching keys.
+    pub async fn scan_records(
+        &self,
+        partition: u32,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<Record>, bool)> {
+        self.inner.clone().scan_records(partition, prefix, after, limit).await
+    }
+
     /// The partition a record key belongs to under the current map.
     pub fn partition_of(&self, key: &[u8]) -> Option<u32> {
         self.inner.view().map(|v| partition_of_key(v.0.partitions, key))
@@ -1176,6 +1189,55 @@ impl Inner {
         Ok(newest)
     }
 
+    async fn scan_records(
+        self: Arc<Self>,
+        partition: u32,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<Record>, bool)> {
+        let Some(view) = self.view() else {
+            anyhow::bail!("no cluster map yet");
+        };
+        let r = usize::from(view.0.policy.read_quorum);
+        let limit = limit.clamp(1, crate::storage::records::SCAN_RECORDS_MAX);
+        let mut pages: Vec<(Vec<Record>, bool)> = Vec::new();
+        for node in view.1.preference(partition) {
+            if pages.len() >= r {
+                break;
+            }
+            let page = if *node == self.node_id {
+                let records = self.records.clone();
+                let (p, a) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
+                match tokio::task::spawn_blocking(move || records.scan(partition, &p, a.as_deref(), limit)).await {
+                    Ok(Ok(page)) => {
+                        let complete = page.len() < limit;
+                        Some((page, complete))
+                    }
+                    _ => None,
+                }
+            } else {
+                let req = MetaRequest::Scan {
+                    partition,
+                    prefix: prefix.to_vec(),
+                    after: after.map(<[u8]>::to_vec),
+                    limit: limit as u32,
+                };
+                match self.request_meta(node, req).await {
+                    Ok(MetaResponse::Records { records, complete }) => Some((records, complete)),
+                    _ => None,
+                }
+            };
+            if let Some(p) = page {
+                pages.push(p);
+            }
+        }
+        if pages.len() < r {
+            anyhow::bail!("read quorum not reached: {} of {r} replicas answered", pages.len());
+        }
+        Ok(merge_scan_pages(pages))
+    }
+
     async fn repair_record(&self, node: NodeId, record: Record) {
         let ok = if node == self.node_id {
             self.store_records_locally(vec![record], None).await.is_ok()
@@ -1247,6 +1309,41 @@ impl Inner {
                 match self.store_records_locally(records, hint_for).await {
                     Ok(applied) => MetaResponse::Applied(applied),
                     Err(e) => MetaResponse::Error(e),
+                }
+            }
+            MetaRequest::Scan {
+                partition,
+                prefix,
+                after,
+                limit,
+            } => {
+                let records = self.records.clone();
+                let limit = (limit as usize).min(crate::storage::records::SCAN_RECORDS_MAX);
+                match tokio::task::spawn_blocking(move || records.scan(partition, &prefix, after.as_deref(), limit))
+                    .await
+                {
+                    Ok(Ok(mut page)) => {
+                        let mut complete = page.len() < limit;
+                        let mut size_bytes = 0usize;
+                        if let Some(cut) = page.iter().position(|r| {
+                            size_bytes += r.key.len()
+                                + 64
+                                + match &r.value {
+                                    crate::storage::records::RecordValue::Data(d) => d.len(),
+                                    crate::storage::records::RecordValue::Tombstone => 0,
+                                };
+                            size_bytes > SCAN_RESPONSE_BYTES_MAX
+                        }) {
+                            page.truncate(cut.max(1));
+                            complete = false;
+                        }
+                        MetaResponse::Records {
+                            records: page,
+                            complete,
+                        }
+                    }
+                    Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                    Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
                 }
             }
             MetaRequest::Get { partition, key } => {
@@ -1630,4 +1727,31 @@ impl crate::observe::Observable for Inner {
             st.compactions,
         );
     }
+}
+
+/// Merges scan pages from several replicas: newest version per key, and only keys up to the
+/// smallest last key of the pages that were cut short (past it, a replica's records are
+/// unknown). Complete only if every page was.
+pub fn merge_scan_pages(pages: Vec<(Vec<Record>, bool)>) -> (Vec<Record>, bool) {
+    let bound: Option<Vec<u8>> = pages
+        .iter()
+        .filter(|(_, complete)| !complete)
+        .filter_map(|(records, _)| records.last().map(|r| r.key.clone()))
+        .min();
+    let complete = pages.iter().all(|(_, c)| *c);
+    let mut merged: std::collections::BTreeMap<Vec<u8>, Record> = std::collections::BTreeMap::new();
+    for (records, _) in pages {
+        for rec in records {
+            if bound.as_ref().is_some_and(|b| rec.key > *b) {
+                continue;
+            }
+            match merged.get(&rec.key) {
+                Some(have) if have.version >= rec.version => {}
+                _ => {
+                    merged.insert(rec.key.clone(), rec);
+                }
+            }
+        }
+    }
+    (merged.into_values().collect(), complete)
 }

@@ -1,0 +1,856 @@
+//! The `s3s::S3` implementation: each S3 operation in terms of replicated records and chunks.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use md5::Digest;
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
+
+use super::model::*;
+use crate::node::Node;
+use crate::storage::records::{Hlc, Record, RecordValue, Version};
+
+/// Chunk writes in flight per PUT (bounds its memory to this many chunks plus one).
+pub const CHUNKS_IN_FLIGHT_MAX: usize = 4;
+/// Chunks fetched ahead of the one being sent, per GET.
+pub const CHUNKS_PREFETCH: usize = 2;
+/// Records read per scan while listing.
+const LIST_PAGE_RECORDS: usize = 1000;
+/// Most scan pages one listing request reads (tombstones and skipped prefixes included).
+const LIST_PAGES_MAX: usize = 64;
+/// Keys per DeleteObjects request (S3's limit).
+const DELETE_OBJECTS_MAX: usize = 1000;
+
+/// The gateway's S3 service.
+pub struct HadssS3 {
+    node: Arc<Node>,
+    region: String,
+    hlc: Hlc,
+}
+
+impl HadssS3 {
+    /// A service over the cluster `node` belongs to.
+    pub fn new(node: Arc<Node>, region: &str) -> HadssS3 {
+        HadssS3 {
+            node,
+            region: region.to_string(),
+            hlc: Hlc::default(),
+        }
+    }
+
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn version(&self) -> Version {
+        Version {
+            hlc: self.hlc.now(Self::now_ms()),
+            unique: rand::random(),
+        }
+    }
+
+    fn partition(&self, key: &[u8]) -> S3Result<u32> {
+        self.node
+            .partition_of(key)
+            .ok_or_else(|| s3_error!(ServiceUnavailable, "the gateway has no cluster map yet"))
+    }
+
+    async fn get_record(&self, partition_key: &[u8], key: &[u8]) -> S3Result<Option<Vec<u8>>> {
+        let partition = self.partition(partition_key)?;
+        match self.node.get_record(partition, key).await {
+            Ok(Some(Record {
+                value: RecordValue::Data(d),
+                ..
+            })) => Ok(Some(d)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn put_record(&self, partition_key: &[u8], key: Vec<u8>, value: RecordValue) -> S3Result<()> {
+        let record = Record {
+            partition: self.partition(partition_key)?,
+            key,
+            version: self.version(),
+            value,
+        };
+        self.node.put_record(record).await.map_err(unavailable)
+    }
+
+    async fn bucket(&self, bucket: &str) -> S3Result<BucketMeta> {
+        match self.get_record(BUCKETS_PARTITION_KEY, &bucket_key(bucket)).await? {
+            Some(v) => BucketRecord::decode(&v).map_err(internal),
+            None => Err(s3_error!(NoSuchBucket)),
+        }
+    }
+
+    async fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectMeta> {
+        self.bucket(bucket).await?;
+        match self
+            .get_record(&objects_partition_key(bucket), &object_key(bucket, key))
+            .await?
+        {
+            Some(v) => ObjectRecord::decode(&v).map_err(internal),
+            None => Err(s3_error!(NoSuchKey)),
+        }
+    }
+
+    /// Reads a body to its end, storing it inline or as chunks; returns size, MD5 hex and body.
+    async fn store_body(&self, body: Option<StreamingBlob>) -> S3Result<(u64, String, ObjectBody)> {
+        let mut md5 = md5::Md5::new();
+        let mut size_bytes = 0u64;
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut chunks: Vec<ChunkRef> = Vec::new();
+        let put = |node: Arc<Node>, data: Vec<u8>| async move { node.put_chunk(data).await };
+        let mut writes = futures::stream::FuturesOrdered::new();
+        let mut stream = body;
+        while let Some(s) = stream.as_mut() {
+            let Some(piece) = s.next().await else { break };
+            let piece = piece.map_err(|e| s3_error!(IncompleteBody, "reading the body: {e}"))?;
+            size_bytes += piece.len() as u64;
+            if size_bytes > OBJECT_SIZE_BYTES_MAX {
+                return Err(s3_error!(EntityTooLarge));
+            }
+            md5.update(&piece);
+            let mut rest: &[u8] = &piece;
+            while !rest.is_empty() {
+                let take = rest.len().min(CHUNK_SIZE_BYTES - buffer.len());
+                buffer.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if buffer.len() == CHUNK_SIZE_BYTES {
+                    let data = std::mem::take(&mut buffer);
+                    chunks.push(ChunkRef {
+                        id: chunkstore::ChunkId::of(&data).0,
+                        size_bytes: data.len() as u32,
+                    });
+                    writes.push_back(put(self.node.clone(), data));
+                    // Bounded memory: wait for the oldest write when too many are in flight.
+                    while writes.len() >= CHUNKS_IN_FLIGHT_MAX {
+                        if let Some(r) = writes.next().await {
+                            r.map_err(unavailable)?;
+                        }
+                    }
+                }
+            }
+        }
+        let etag = hex(&md5.finalize());
+        if chunks.is_empty() && buffer.len() <= INLINE_SIZE_BYTES_MAX {
+            return Ok((size_bytes, etag, ObjectBody::Inline(buffer)));
+        }
+        if !buffer.is_empty() {
+            chunks.push(ChunkRef {
+                id: chunkstore::ChunkId::of(&buffer).0,
+                size_bytes: buffer.len() as u32,
+            });
+            writes.push_back(put(self.node.clone(), buffer));
+        }
+        while let Some(r) = writes.next().await {
+            r.map_err(unavailable)?;
+        }
+        Ok((size_bytes, etag, ObjectBody::Chunks(chunks)))
+    }
+
+    /// The bytes `range` of an object as a stream, chunks fetched ahead and verified.
+    fn body_stream(&self, meta: &ObjectMeta, range: std::ops::Range<u64>) -> StreamingBlob {
+        match &meta.body {
+            ObjectBody::Inline(data) => {
+                let bytes = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
+                StreamingBlob::wrap(futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) }))
+            }
+            ObjectBody::Chunks(chunks) => {
+                // (chunk, offset of its first byte in the object)
+                let mut offset = 0u64;
+                let mut wanted = Vec::new();
+                for c in chunks {
+                    let end = offset + u64::from(c.size_bytes);
+                    if end > range.start && offset < range.end {
+                        let from = range.start.saturating_sub(offset) as usize;
+                        let to = (range.end.min(end) - offset) as usize;
+                        wanted.push((*c, from, to));
+                    }
+                    offset = end;
+                }
+                let node = self.node.clone();
+                let stream = futures::stream::iter(wanted)
+                    .map(move |(c, from, to)| {
+                        let node = node.clone();
+                        async move {
+                            let id = chunkstore::ChunkId(c.id);
+                            match node.get_chunk(&id).await {
+                                Ok(Some(data)) if data.len() == c.size_bytes as usize => {
+                                    Ok(Bytes::from(data).slice(from..to))
+                                }
+                                Ok(_) => Err(std::io::Error::other(format!("chunk {id} is missing"))),
+                                Err(e) => Err(std::io::Error::other(format!("chunk {id}: {e}"))),
+                            }
+                        }
+                    })
+                    .buffered(CHUNKS_PREFETCH + 1);
+                StreamingBlob::wrap(stream)
+            }
+        }
+    }
+
+    /// One listing page: objects and common prefixes after `after` (an object key).
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max_keys: usize,
+    ) -> S3Result<Listing> {
+        self.bucket(bucket).await?;
+        let partition = self.partition(&objects_partition_key(bucket))?;
+        let base = object_prefix(bucket);
+        let mut scan_prefix = base.clone();
+        scan_prefix.extend_from_slice(prefix.as_bytes());
+        let mut cursor: Option<Vec<u8>> = after.map(|a| object_key(bucket, a));
+        let mut out = Listing::default();
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        for _ in 0..LIST_PAGES_MAX {
+            let (page, complete) = self
+                .node
+                .scan_records(partition, &scan_prefix, cursor.as_deref(), LIST_PAGE_RECORDS)
+                .await
+                .map_err(unavailable)?;
+            let page_len = page.len();
+            let mut jumped = false;
+            for rec in page {
+                cursor = Some(rec.key.clone());
+                let RecordValue::Data(value) = &rec.value else { continue };
+                let Ok(key) = std::str::from_utf8(&rec.key[base.len()..]) else {
+                    continue;
+                };
+                if out.len() >= max_keys {
+                    out.truncated = true;
+                    return Ok(out);
+                }
+                if let Some(d) = delimiter
+                    && let Some(i) = key[prefix.len()..].find(d)
+                {
+                    let common = &key[..prefix.len() + i + d.len()];
+                    out.common_prefixes.push(common.to_string());
+                    out.last = Some(common.to_string());
+                    // Skip every key under this common prefix: keys are UTF-8, never 0xFF.
+                    let mut skip = object_key(bucket, common);
+                    skip.push(0xff);
+                    cursor = Some(skip);
+                    jumped = true;
+                    break;
+                }
+                let meta = ObjectRecord::decode(value).map_err(internal)?;
+                out.last = Some(key.to_string());
+                out.objects.push((key.to_string(), meta));
+            }
+            if !jumped && (complete || page_len == 0) {
+                return Ok(out);
+            }
+        }
+        // Too many tombstones or skipped keys for one request: return what we have.
+        out.truncated = true;
+        Ok(out)
+    }
+
+    fn to_object(key: &str, meta: &ObjectMeta, encoding: Option<&EncodingType>) -> Object {
+        Object {
+            key: Some(encode_key(key, encoding)),
+            size: Some(meta.size_bytes as i64),
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
+            last_modified: Some(timestamp(meta.last_modified_ms)),
+            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Default)]
+struct Listing {
+    objects: Vec<(String, ObjectMeta)>,
+    common_prefixes: Vec<String>,
+    truncated: bool,
+    /// The last key or common prefix returned (the next marker).
+    last: Option<String>,
+}
+
+impl Listing {
+    fn len(&self) -> usize {
+        self.objects.len() + self.common_prefixes.len()
+    }
+}
+
+/// What S3 leaves unescaped in `encoding-type=url` listings: unreserved characters and `/`.
+const URL_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Applies the listing's `encoding-type` to a key or prefix.
+fn encode_key(s: &str, encoding: Option<&EncodingType>) -> String {
+    match encoding {
+        Some(e) if e.as_str() == EncodingType::URL => percent_encoding::utf8_percent_encode(s, URL_KEEP).to_string(),
+        _ => s.to_string(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+fn timestamp(ms: u64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+fn system_time(t: &Timestamp) -> Option<SystemTime> {
+    let mut buf = Vec::new();
+    t.format(TimestampFormat::EpochSeconds, &mut buf).ok()?;
+    let secs: f64 = std::str::from_utf8(&buf).ok()?.parse().ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
+}
+
+fn unavailable(e: anyhow::Error) -> S3Error {
+    tracing::warn!(error = %e, "cluster request failed");
+    s3_error!(
+        ServiceUnavailable,
+        "the storage cluster could not serve the request: {e}"
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> S3Error {
+    tracing::error!(error = %e, "internal error");
+    s3_error!(InternalError, "{e}")
+}
+
+fn etag_matches(condition: &ETagCondition, etag: &str) -> bool {
+    match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(ETag::Strong(v) | ETag::Weak(v)) => v == etag,
+    }
+}
+
+/// Evaluates If-Match / If-None-Match / If-Modified-Since / If-Unmodified-Since (RFC 9110
+/// order: If-Match, then If-Unmodified-Since only without If-Match, then If-None-Match, then
+/// If-Modified-Since only without If-None-Match).
+fn check_conditions(
+    meta: &ObjectMeta,
+    if_match: Option<&ETagCondition>,
+    if_unmodified_since: Option<&Timestamp>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    // HTTP dates have second resolution.
+    let modified_s = meta.last_modified_ms / 1000;
+    let secs = |t: &Timestamp| {
+        system_time(t)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    };
+    if let Some(c) = if_match {
+        if !etag_matches(c, &meta.etag) {
+            return Err(s3_error!(PreconditionFailed));
+        }
+    } else if let Some(t) = if_unmodified_since.and_then(secs)
+        && modified_s > t
+    {
+        return Err(s3_error!(PreconditionFailed));
+    }
+    if let Some(c) = if_none_match {
+        if etag_matches(c, &meta.etag) {
+            return Err(s3_error!(NotModified));
+        }
+    } else if let Some(t) = if_modified_since.and_then(secs)
+        && modified_s <= t
+    {
+        return Err(s3_error!(NotModified));
+    }
+    Ok(())
+}
+
+fn stored_headers(
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+) -> StoredHeaders {
+    StoredHeaders {
+        content_type,
+        content_encoding,
+        content_disposition,
+        content_language,
+        cache_control,
+    }
+}
+
+fn user_metadata(metadata: Option<Metadata>) -> S3Result<Vec<(String, String)>> {
+    let mut pairs: Vec<(String, String)> = metadata
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    pairs.sort();
+    let size: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > USER_METADATA_SIZE_BYTES_MAX {
+        return Err(s3_error!(MetadataTooLarge));
+    }
+    Ok(pairs)
+}
+
+fn metadata_map(pairs: &[(String, String)]) -> Option<Metadata> {
+    (!pairs.is_empty()).then(|| pairs.iter().cloned().collect())
+}
+
+#[async_trait::async_trait]
+impl S3 for HadssS3 {
+    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let partition = self.partition(BUCKETS_PARTITION_KEY)?;
+        let mut buckets = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        for _ in 0..LIST_PAGES_MAX {
+            let (page, complete) = self
+                .node
+                .scan_records(partition, BUCKET_PREFIX, after.as_deref(), LIST_PAGE_RECORDS)
+                .await
+                .map_err(unavailable)?;
+            let empty = page.is_empty();
+            for rec in page {
+                after = Some(rec.key.clone());
+                let RecordValue::Data(v) = &rec.value else { continue };
+                let meta = BucketRecord::decode(v).map_err(internal)?;
+                buckets.push(Bucket {
+                    name: Some(String::from_utf8_lossy(&rec.key[BUCKET_PREFIX.len()..]).into_owned()),
+                    creation_date: Some(timestamp(meta.created_ms)),
+                    bucket_region: None,
+                });
+            }
+            if complete || empty {
+                break;
+            }
+        }
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(Owner {
+                display_name: Some("hadss".into()),
+                id: Some("hadss".into()),
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let bucket = req.input.bucket;
+        if !valid_bucket_name(&bucket) {
+            return Err(s3_error!(InvalidBucketName));
+        }
+        let owner = req.credentials.map(|c| c.access_key).unwrap_or_default();
+        match self.bucket(&bucket).await {
+            Ok(meta) if meta.owner == owner => return Err(s3_error!(BucketAlreadyOwnedByYou)),
+            Ok(_) => return Err(s3_error!(BucketAlreadyExists)),
+            Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchBucket => {}
+            Err(e) => return Err(e),
+        }
+        let meta = BucketMeta {
+            created_ms: Self::now_ms(),
+            owner,
+        };
+        self.put_record(
+            BUCKETS_PARTITION_KEY,
+            bucket_key(&bucket),
+            RecordValue::Data(BucketRecord::V1(meta).encode()),
+        )
+        .await?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+        }))
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(HeadBucketOutput {
+            bucket_region: Some(self.region.clone()),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint: Some(BucketLocationConstraint::from(self.region.clone())),
+        }))
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let bucket = req.input.bucket;
+        let listing = self.list(&bucket, "", None, None, 1).await?;
+        if listing.len() > 0 || listing.truncated {
+            return Err(s3_error!(BucketNotEmpty));
+        }
+        self.put_record(BUCKETS_PARTITION_KEY, bucket_key(&bucket), RecordValue::Tombstone)
+            .await?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        if input
+            .content_length
+            .is_some_and(|l| l < 0 || l as u64 > OBJECT_SIZE_BYTES_MAX)
+        {
+            return Err(s3_error!(EntityTooLarge));
+        }
+        let user_metadata = user_metadata(input.metadata)?;
+        if let Some(cond) = &input.if_none_match {
+            // Create-only: refused if the object exists. Not yet race-safe across gateways.
+            if matches!(cond, ETagCondition::Any) {
+                match self.object(&input.bucket, &input.key).await {
+                    Ok(_) => return Err(s3_error!(PreconditionFailed)),
+                    Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchKey => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let (size_bytes, etag, body) = self.store_body(input.body).await?;
+        if input.content_length.is_some_and(|l| l as u64 != size_bytes) {
+            return Err(s3_error!(IncompleteBody));
+        }
+        let meta = ObjectMeta {
+            size_bytes,
+            etag: etag.clone(),
+            last_modified_ms: Self::now_ms(),
+            headers: stored_headers(
+                input.content_type,
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+            ),
+            user_metadata,
+            body,
+        };
+        self.put_record(
+            &objects_partition_key(&input.bucket),
+            object_key(&input.bucket, &input.key),
+            RecordValue::Data(ObjectRecord::V1(meta).encode()),
+        )
+        .await?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let meta = self.object(&input.bucket, &input.key).await?;
+        check_conditions(
+            &meta,
+            input.if_match.as_ref(),
+            input.if_unmodified_since.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+        )?;
+        let full = 0..meta.size_bytes;
+        let (range, content_range) = match input.range {
+            Some(r) => {
+                let range = r.check(meta.size_bytes).map_err(|_| s3_error!(InvalidRange))?;
+                let cr = format!("bytes {}-{}/{}", range.start, range.end - 1, meta.size_bytes);
+                (range, Some(cr))
+            }
+            None => (full, None),
+        };
+        let body = self.body_stream(&meta, range.clone());
+        let h = meta.headers.clone();
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            content_length: Some((range.end - range.start) as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
+            last_modified: Some(timestamp(meta.last_modified_ms)),
+            content_type: input.response_content_type.or(h.content_type),
+            content_encoding: input.response_content_encoding.or(h.content_encoding),
+            content_disposition: input.response_content_disposition.or(h.content_disposition),
+            content_language: input.response_content_language.or(h.content_language),
+            cache_control: input.response_cache_control.or(h.cache_control),
+            metadata: metadata_map(&meta.user_metadata),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let meta = self.object(&input.bucket, &input.key).await?;
+        check_conditions(
+            &meta,
+            input.if_match.as_ref(),
+            input.if_unmodified_since.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+        )?;
+        let h = meta.headers.clone();
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(meta.size_bytes as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
+            last_modified: Some(timestamp(meta.last_modified_ms)),
+            content_type: h.content_type,
+            content_encoding: h.content_encoding,
+            content_disposition: h.content_disposition,
+            content_language: h.content_language,
+            cache_control: h.cache_control,
+            metadata: metadata_map(&meta.user_metadata),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        // Deleting a missing key succeeds (S3 semantics); the tombstone keeps a late,
+        // older write from resurrecting it.
+        self.put_record(
+            &objects_partition_key(&input.bucket),
+            object_key(&input.bucket, &input.key),
+            RecordValue::Tombstone,
+        )
+        .await?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        if input.delete.objects.len() > DELETE_OBJECTS_MAX {
+            return Err(s3_error!(MalformedXML, "at most 1000 keys per request"));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let bucket = input.bucket.clone();
+        let results: Vec<(String, S3Result<()>)> = futures::stream::iter(input.delete.objects)
+            .map(|o| {
+                let bucket = bucket.clone();
+                async move {
+                    let r = self
+                        .put_record(
+                            &objects_partition_key(&bucket),
+                            object_key(&bucket, &o.key),
+                            RecordValue::Tombstone,
+                        )
+                        .await;
+                    (o.key, r)
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for (key, r) in results {
+            match r {
+                Ok(()) if !quiet => deleted.push(DeletedObject {
+                    key: Some(key),
+                    ..Default::default()
+                }),
+                Ok(()) => {}
+                Err(e) => errors.push(Error {
+                    code: Some(e.code().as_str().to_string()),
+                    key: Some(key),
+                    message: e.message().map(str::to_string),
+                    version_id: None,
+                }),
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            ..
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(NotImplemented, "copy from an access point"));
+        };
+        let src = self.object(src_bucket, src_key).await?;
+        self.bucket(&input.bucket).await?;
+        if let Some(c) = &input.copy_source_if_match
+            && !etag_matches(c, &src.etag)
+        {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        if let Some(c) = &input.copy_source_if_none_match
+            && etag_matches(c, &src.etag)
+        {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && input.bucket == **src_bucket && input.key == **src_key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "copying an object onto itself needs the REPLACE metadata directive"
+            ));
+        }
+        let mut meta = src;
+        if replace {
+            meta.headers = stored_headers(
+                input.content_type,
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+            );
+            meta.user_metadata = user_metadata(input.metadata)?;
+        }
+        // Chunks are content-addressed and shared: the copy is a new record naming them.
+        meta.last_modified_ms = Self::now_ms();
+        let etag = meta.etag.clone();
+        let last_modified = meta.last_modified_ms;
+        self.put_record(
+            &objects_partition_key(&input.bucket),
+            object_key(&input.bucket, &input.key),
+            RecordValue::Data(ObjectRecord::V1(meta).encode()),
+        )
+        .await?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(etag)),
+                last_modified: Some(timestamp(last_modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let listing = self
+            .list(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                input.marker.as_deref(),
+                max_keys,
+            )
+            .await?;
+        let next_marker = (listing.truncated && input.delimiter.is_some())
+            .then(|| listing.last.clone())
+            .flatten();
+        let enc = input.encoding_type.as_ref();
+        let code = |s: &str| encode_key(s, enc);
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket.clone()),
+            prefix: Some(code(&prefix)),
+            marker: input.marker.as_deref().map(code),
+            max_keys: Some(max_keys as i32),
+            delimiter: input.delimiter.as_deref().map(code),
+            is_truncated: Some(listing.truncated),
+            next_marker: next_marker.as_deref().map(code),
+            contents: Some(
+                listing
+                    .objects
+                    .iter()
+                    .map(|(k, m)| Self::to_object(k, m, enc))
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                listing
+                    .common_prefixes
+                    .iter()
+                    .map(|p| CommonPrefix { prefix: Some(code(p)) })
+                    .collect(),
+            ),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let after = match &input.continuation_token {
+            Some(t) => Some(unhex(t).ok_or_else(|| s3_error!(InvalidArgument, "bad continuation token"))?),
+            None => input.start_after.clone(),
+        };
+        let listing = self
+            .list(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                after.as_deref(),
+                max_keys,
+            )
+            .await?;
+        let next = listing
+            .truncated
+            .then(|| listing.last.as_deref().map(|l| hex(l.as_bytes())))
+            .flatten();
+        let enc = input.encoding_type.as_ref();
+        let code = |s: &str| encode_key(s, enc);
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket.clone()),
+            prefix: Some(code(&prefix)),
+            max_keys: Some(max_keys as i32),
+            key_count: Some(listing.len() as i32),
+            delimiter: input.delimiter.as_deref().map(code),
+            is_truncated: Some(listing.truncated),
+            continuation_token: input.continuation_token.clone(),
+            next_continuation_token: next,
+            start_after: input.start_after.as_deref().map(code),
+            contents: Some(
+                listing
+                    .objects
+                    .iter()
+                    .map(|(k, m)| Self::to_object(k, m, enc))
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                listing
+                    .common_prefixes
+                    .iter()
+                    .map(|p| CommonPrefix { prefix: Some(code(p)) })
+                    .collect(),
+            ),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.bucket(&req.input.bucket).await?;
+        // Buckets are unversioned: no status element at all.
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+}

@@ -1,0 +1,197 @@
+"""S3 behaviour checked with boto3 against a running HADSS endpoint.
+
+Usage: boto3_suite.py CREDENTIALS_ENV PHASE
+  PHASE "main":    buckets, objects, ranges, conditionals, metadata, copy, listings, deletes,
+                   error codes, anonymous refusal; leaves bucket "keep" with known objects.
+  PHASE "restart": after the server restarted on the same data: "keep" is intact.
+Exits non-zero with a message on the first failed check.
+"""
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+
+def client(env):
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+
+
+def error_code(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError(f"{fn.__name__} succeeded but an error was expected")
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def body(seed, size):
+    """Self-describing pseudo-random bytes."""
+    out = bytearray()
+    block = hashlib.sha256(seed.encode()).digest()
+    while len(out) < size:
+        out += block
+        block = hashlib.sha256(block).digest()
+    return bytes(out[:size])
+
+
+KEEP = {"small.txt": 11, "inline-edge": 128 * 1024, "chunked": 9 * 1024 * 1024 + 7}
+
+
+def main_phase(s3, env):
+    # Buckets.
+    s3.create_bucket(Bucket="alpha")
+    check(error_code(s3.create_bucket, Bucket="alpha") == "BucketAlreadyOwnedByYou", "duplicate bucket")
+    check(error_code(s3.create_bucket, Bucket="Bad_Name") == "InvalidBucketName", "bad bucket name")
+    names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    check("alpha" in names, f"list_buckets: {names}")
+    s3.head_bucket(Bucket="alpha")
+    check(error_code(s3.head_bucket, Bucket="nope") in ("404", "NoSuchBucket"), "head missing bucket")
+    check(error_code(s3.get_object, Bucket="nope", Key="k") == "NoSuchBucket", "get from missing bucket")
+    s3.get_bucket_location(Bucket="alpha")
+
+    # Objects of several sizes, including ones cut into chunks.
+    for size in [0, 1, 1000, 128 * 1024, 128 * 1024 + 1, 4 * 1024 * 1024, 10 * 1024 * 1024 + 3]:
+        data = body(f"obj-{size}", size)
+        put = s3.put_object(Bucket="alpha", Key=f"sizes/{size}", Body=data)
+        check(put["ETag"] == f'"{hashlib.md5(data).hexdigest()}"', f"etag of {size}")
+        got = s3.get_object(Bucket="alpha", Key=f"sizes/{size}")
+        check(got["Body"].read() == data, f"body of {size}")
+        check(got["ContentLength"] == size, f"length of {size}")
+    check(error_code(s3.get_object, Bucket="alpha", Key="missing") == "NoSuchKey", "missing key")
+
+    # Ranges, inside one chunk and across chunk boundaries.
+    big = body("obj-10485763", 10 * 1024 * 1024 + 3)
+    for rng, lo, hi in [("bytes=0-0", 0, 1), ("bytes=4194300-4194310", 4194300, 4194311),
+                        ("bytes=-5", len(big) - 5, len(big)), ("bytes=10485000-", 10485000, len(big))]:
+        got = s3.get_object(Bucket="alpha", Key="sizes/10485763", Range=rng)
+        check(got["Body"].read() == big[lo:hi], f"range {rng}")
+        check(got["ContentRange"] == f"bytes {lo}-{hi - 1}/{len(big)}", f"content-range {rng}")
+    check(error_code(s3.get_object, Bucket="alpha", Key="sizes/1000", Range="bytes=5000-6000") == "InvalidRange",
+          "unsatisfiable range")
+
+    # Metadata and headers.
+    s3.put_object(Bucket="alpha", Key="meta", Body=b"x", ContentType="text/plain", CacheControl="max-age=60",
+                  ContentDisposition="attachment", Metadata={"Color": "blue"}, ACL="private")
+    head = s3.head_object(Bucket="alpha", Key="meta")
+    check(head["ContentType"] == "text/plain", "content type")
+    check(head["CacheControl"] == "max-age=60", "cache control")
+    check(head["Metadata"] == {"color": "blue"}, f"user metadata {head['Metadata']}")
+
+    # Conditionals.
+    etag = head["ETag"]
+    check(error_code(s3.get_object, Bucket="alpha", Key="meta", IfMatch='"0000"') == "PreconditionFailed", "If-Match")
+    check(error_code(s3.get_object, Bucket="alpha", Key="meta", IfNoneMatch=etag) in ("304", "NotModified"),
+          "If-None-Match")
+    s3.get_object(Bucket="alpha", Key="meta", IfMatch=etag)
+    check(error_code(s3.put_object, Bucket="alpha", Key="meta", Body=b"y", IfNoneMatch="*") == "PreconditionFailed",
+          "create-only put over an existing key")
+    s3.put_object(Bucket="alpha", Key="fresh", Body=b"y", IfNoneMatch="*")
+
+    # Copy, keeping or replacing metadata.
+    s3.copy_object(Bucket="alpha", Key="meta-copy", CopySource={"Bucket": "alpha", "Key": "meta"})
+    check(s3.head_object(Bucket="alpha", Key="meta-copy")["Metadata"] == {"color": "blue"}, "copy keeps metadata")
+    s3.copy_object(Bucket="alpha", Key="meta-copy", CopySource={"Bucket": "alpha", "Key": "meta"},
+                   MetadataDirective="REPLACE", Metadata={"shape": "round"}, ContentType="application/x-test")
+    h = s3.head_object(Bucket="alpha", Key="meta-copy")
+    check(h["Metadata"] == {"shape": "round"} and h["ContentType"] == "application/x-test", "copy replaces metadata")
+    s3.copy_object(Bucket="alpha", Key="big-copy", CopySource="alpha/sizes/10485763")
+    check(s3.get_object(Bucket="alpha", Key="big-copy")["Body"].read() == big, "copy of a chunked object")
+
+    # Listings: prefixes, delimiters, pagination (v1 and v2), URL encoding.
+    keys = [f"dir{d}/file {i:03}+x" for d in range(3) for i in range(40)]
+    for k in keys:
+        s3.put_object(Bucket="alpha", Key=k, Body=k.encode())
+    seen, token = [], None
+    while True:
+        kw = {"Bucket": "alpha", "Prefix": "dir", "MaxKeys": 17}
+        if token:
+            kw["ContinuationToken"] = token
+        page = s3.list_objects_v2(**kw)
+        seen += [o["Key"] for o in page.get("Contents", [])]
+        if not page["IsTruncated"]:
+            break
+        token = page["NextContinuationToken"]
+    check(seen == sorted(keys), f"v2 pagination: {len(seen)} keys")
+    top = s3.list_objects_v2(Bucket="alpha", Delimiter="/")
+    check([p["Prefix"] for p in top["CommonPrefixes"]] == ["dir0/", "dir1/", "dir2/", "sizes/"],
+          f"common prefixes {top.get('CommonPrefixes')}")
+    check([o["Key"] for o in top["Contents"]] == ["big-copy", "fresh", "meta", "meta-copy"], "top-level keys")
+    seen, marker = [], ""
+    while True:
+        page = s3.list_objects(Bucket="alpha", Prefix="dir1/", MaxKeys=9, Marker=marker)
+        seen += [o["Key"] for o in page.get("Contents", [])]
+        if not page["IsTruncated"]:
+            break
+        marker = seen[-1]
+    check(seen == sorted(k for k in keys if k.startswith("dir1/")), "v1 pagination")
+    after = s3.list_objects_v2(Bucket="alpha", Prefix="dir2/", StartAfter="dir2/file 038+x")
+    check([o["Key"] for o in after["Contents"]] == ["dir2/file 039+x"], "start-after")
+    paginator = s3.get_paginator("list_objects_v2")
+    count = sum(len(p.get("Contents", [])) for p in paginator.paginate(Bucket="alpha", PaginationConfig={"PageSize": 50}))
+    check(count == len(keys) + 7 + 4, f"paginator count {count}")  # sizes/*, meta, meta-copy, fresh, big-copy
+
+    # Deletes.
+    s3.delete_object(Bucket="alpha", Key="fresh")
+    s3.delete_object(Bucket="alpha", Key="never-existed")
+    check(error_code(s3.get_object, Bucket="alpha", Key="fresh") == "NoSuchKey", "deleted object")
+    res = s3.delete_objects(Bucket="alpha", Delete={"Objects": [{"Key": k} for k in keys]})
+    check(len(res["Deleted"]) == len(keys) and not res.get("Errors"), "delete_objects")
+    check(s3.list_objects_v2(Bucket="alpha", Prefix="dir").get("KeyCount") == 0, "listing after deletes")
+    check(error_code(s3.delete_bucket, Bucket="alpha") == "BucketNotEmpty", "delete non-empty bucket")
+    s3.create_bucket(Bucket="empty-one")
+    s3.delete_bucket(Bucket="empty-one")
+    check(error_code(s3.head_bucket, Bucket="empty-one") in ("404", "NoSuchBucket"), "deleted bucket")
+    v = s3.get_bucket_versioning(Bucket="alpha")
+    check("Status" not in v, f"versioning of an unversioned bucket: {v}")
+
+    # Anonymous and wrongly signed requests are refused.
+    try:
+        urllib.request.urlopen(env["AWS_ENDPOINT_URL"] + "/alpha/meta")
+        raise AssertionError("anonymous GET succeeded")
+    except urllib.error.HTTPError as e:
+        check(e.code == 403 and b"AccessDenied" in e.read(), f"anonymous GET: {e.code}")
+    bad = dict(env, AWS_SECRET_ACCESS_KEY="wrong" + env["AWS_SECRET_ACCESS_KEY"])
+    check(error_code(client(bad).list_buckets) == "SignatureDoesNotMatch", "wrong secret")
+    unknown = dict(env, AWS_ACCESS_KEY_ID="NOSUCHKEY")
+    check(error_code(client(unknown).list_buckets) == "InvalidAccessKeyId", "unknown key")
+
+    # Objects checked again after a restart.
+    s3.create_bucket(Bucket="keep")
+    for key, size in KEEP.items():
+        s3.put_object(Bucket="keep", Key=key, Body=body(key, size))
+
+
+def restart_phase(s3, env):
+    check("keep" in [b["Name"] for b in s3.list_buckets()["Buckets"]], "bucket survived")
+    listed = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="keep")["Contents"]}
+    check(listed == KEEP, f"listing survived: {listed}")
+    for key, size in KEEP.items():
+        check(s3.get_object(Bucket="keep", Key=key)["Body"].read() == body(key, size), f"{key} survived")
+
+
+def main():
+    env = dict(line.strip().split("=", 1) for line in open(sys.argv[1]) if "=" in line)
+    s3 = client(env)
+    {"main": main_phase, "restart": restart_phase}[sys.argv[2]](s3, env)
+    print(f"boto3 suite, phase {sys.argv[2]}: PASS")
+
+
+if __name__ == "__main__":
+    main()
