@@ -9,9 +9,9 @@
 //! bounded whatever the object size. The object record is written only after every chunk is
 //! on W replicas: a reader never sees a record whose chunks are missing.
 //!
-//! Not here yet (see the gateway issue): multipart upload, ListObjectVersions, access keys
-//! stored in the cluster with per-bucket permissions (keys come from the gateway's config),
-//! race-safe `If-None-Match: *`, hedged reads.
+//! Not here yet (see the gateway issue): access keys stored in the cluster with per-bucket
+//! permissions (keys come from a static set), race-safe `If-None-Match: *`, checksum
+//! headers, hedged reads.
 
 pub mod model;
 mod s3;

@@ -50,6 +50,101 @@ pub fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     k
 }
 
+/// What every multipart-upload record key of `bucket` starts with.
+pub fn upload_prefix(bucket: &str) -> Vec<u8> {
+    format!("m/{bucket}/").into_bytes()
+}
+
+/// Record key of a multipart upload: object key, then NUL, then the upload id, so uploads
+/// list in key order, then by id (S3 keys cannot hold NUL: XML 1.0 cannot carry it).
+pub fn upload_key(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> {
+    let mut k = upload_prefix(bucket);
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k.extend_from_slice(upload_id.as_bytes());
+    k
+}
+
+/// What every part record key of an upload starts with.
+pub fn part_prefix(bucket: &str, upload_id: &str) -> Vec<u8> {
+    format!("p/{bucket}/{upload_id}/").into_bytes()
+}
+
+/// Record key of one part (zero-padded so parts list in number order).
+pub fn part_key(bucket: &str, upload_id: &str, part_number: u32) -> Vec<u8> {
+    let mut k = part_prefix(bucket, upload_id);
+    k.extend_from_slice(format!("{part_number:05}").as_bytes());
+    k
+}
+
+/// Highest part number (S3's limit).
+pub const PART_NUMBER_MAX: u32 = 10_000;
+/// Smallest size of every part but the last (S3's limit).
+pub const PART_SIZE_BYTES_MIN: u64 = 5 * 1024 * 1024;
+
+/// A multipart upload record's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UploadRecord {
+    /// Version 1.
+    V1(UploadMeta),
+}
+
+/// An upload in progress: what the object will carry once completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadMeta {
+    /// Start, ms since the Unix epoch.
+    pub initiated_ms: u64,
+    /// Headers for the object.
+    pub headers: StoredHeaders,
+    /// User metadata for the object.
+    pub user_metadata: Vec<(String, String)>,
+}
+
+/// A part record's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartRecord {
+    /// Version 1.
+    V1(PartMeta),
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartMeta {
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// MD5 of the part, hex.
+    pub etag: String,
+    /// Upload time, ms since the Unix epoch.
+    pub last_modified_ms: u64,
+    /// Its chunks, in order (parts are never inline: they join a chunked object).
+    pub chunks: Vec<ChunkRef>,
+}
+
+macro_rules! versioned_codec {
+    ($record:ident, $meta:ident, $what:literal) => {
+        impl $record {
+            /// Encodes for storage.
+            pub fn encode(&self) -> Vec<u8> {
+                // Serialising plain data into a Vec cannot fail.
+                postcard::to_allocvec(self).unwrap_or_default()
+            }
+
+            /// Decodes a stored value.
+            pub fn decode(bytes: &[u8]) -> Result<$meta, CorruptRecord> {
+                match postcard::from_bytes::<$record>(bytes) {
+                    Ok($record::V1(meta)) => Ok(meta),
+                    Err(_) => Err(CorruptRecord { what: $what }),
+                }
+            }
+        }
+    };
+}
+
+versioned_codec!(ObjectRecord, ObjectMeta, "object");
+versioned_codec!(BucketRecord, BucketMeta, "bucket");
+versioned_codec!(UploadRecord, UploadMeta, "upload");
+versioned_codec!(PartRecord, PartMeta, "part");
+
 /// A bucket record's value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BucketRecord {
@@ -129,37 +224,6 @@ pub struct ChunkRef {
 pub struct CorruptRecord {
     /// Which kind of record.
     pub what: &'static str,
-}
-
-impl ObjectRecord {
-    /// Encodes for storage.
-    pub fn encode(&self) -> Vec<u8> {
-        // Serialising plain data into a Vec cannot fail.
-        postcard::to_allocvec(self).unwrap_or_default()
-    }
-
-    /// Decodes a stored value.
-    pub fn decode(bytes: &[u8]) -> Result<ObjectMeta, CorruptRecord> {
-        match postcard::from_bytes::<ObjectRecord>(bytes) {
-            Ok(ObjectRecord::V1(meta)) => Ok(meta),
-            Err(_) => Err(CorruptRecord { what: "object" }),
-        }
-    }
-}
-
-impl BucketRecord {
-    /// Encodes for storage.
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
-    }
-
-    /// Decodes a stored value.
-    pub fn decode(bytes: &[u8]) -> Result<BucketMeta, CorruptRecord> {
-        match postcard::from_bytes::<BucketRecord>(bytes) {
-            Ok(BucketRecord::V1(meta)) => Ok(meta),
-            Err(_) => Err(CorruptRecord { what: "bucket" }),
-        }
-    }
 }
 
 /// Whether `name` is a valid S3 bucket name (3–63 of lower-case letters, digits, `-`, `.`;

@@ -101,7 +101,7 @@ impl HadssS3 {
     }
 
     /// Reads a body to its end, storing it inline or as chunks; returns size, MD5 hex and body.
-    async fn store_body(&self, body: Option<StreamingBlob>) -> S3Result<(u64, String, ObjectBody)> {
+    async fn store_body(&self, body: Option<StreamingBlob>, allow_inline: bool) -> S3Result<(u64, String, ObjectBody)> {
         let mut md5 = md5::Md5::new();
         let mut size_bytes = 0u64;
         let mut buffer: Vec<u8> = Vec::new();
@@ -139,7 +139,7 @@ impl HadssS3 {
             }
         }
         let etag = hex(&md5.finalize());
-        if chunks.is_empty() && buffer.len() <= INLINE_SIZE_BYTES_MAX {
+        if allow_inline && chunks.is_empty() && buffer.len() <= INLINE_SIZE_BYTES_MAX {
             return Ok((size_bytes, etag, ObjectBody::Inline(buffer)));
         }
         if !buffer.is_empty() {
@@ -153,6 +153,91 @@ impl HadssS3 {
             r.map_err(unavailable)?;
         }
         Ok((size_bytes, etag, ObjectBody::Chunks(chunks)))
+    }
+
+    async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<UploadMeta> {
+        self.bucket(bucket).await?;
+        match self
+            .get_record(&objects_partition_key(bucket), &upload_key(bucket, key, upload_id))
+            .await?
+        {
+            Some(v) => UploadRecord::decode(&v).map_err(internal),
+            None => Err(s3_error!(NoSuchUpload)),
+        }
+    }
+
+    async fn put_part(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        number: u32,
+        size_bytes: u64,
+        etag: &str,
+        body: ObjectBody,
+    ) -> S3Result<()> {
+        let ObjectBody::Chunks(chunks) = body else {
+            return Err(internal("a part was stored inline"));
+        };
+        let meta = PartMeta {
+            size_bytes,
+            etag: etag.to_string(),
+            last_modified_ms: Self::now_ms(),
+            chunks,
+        };
+        self.put_record(
+            &objects_partition_key(bucket),
+            part_key(bucket, upload_id, number),
+            RecordValue::Data(PartRecord::V1(meta).encode()),
+        )
+        .await
+    }
+
+    /// Every stored part of an upload, by number.
+    async fn parts(&self, bucket: &str, upload_id: &str) -> S3Result<std::collections::BTreeMap<u32, PartMeta>> {
+        let partition = self.partition(&objects_partition_key(bucket))?;
+        let prefix = part_prefix(bucket, upload_id);
+        let mut parts = std::collections::BTreeMap::new();
+        let mut after: Option<Vec<u8>> = None;
+        // 10,000 parts at most: 11 pages of 1,000.
+        for _ in 0..=(PART_NUMBER_MAX as usize / LIST_PAGE_RECORDS) {
+            let (page, complete) = self
+                .node
+                .scan_records(partition, &prefix, after.as_deref(), LIST_PAGE_RECORDS)
+                .await
+                .map_err(unavailable)?;
+            let empty = page.is_empty();
+            for rec in page {
+                after = Some(rec.key.clone());
+                let RecordValue::Data(v) = &rec.value else { continue };
+                let number = std::str::from_utf8(&rec.key[prefix.len()..])
+                    .ok()
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .ok_or_else(|| internal("bad part record key"))?;
+                parts.insert(number, PartRecord::decode(v).map_err(internal)?);
+            }
+            if complete || empty {
+                break;
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Tombstones an upload and its parts (their chunks stay for a completed object, or wait
+    /// for garbage collection).
+    async fn forget_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: impl Iterator<Item = u32>,
+    ) -> S3Result<()> {
+        let pk = objects_partition_key(bucket);
+        for number in parts {
+            self.put_record(&pk, part_key(bucket, upload_id, number), RecordValue::Tombstone)
+                .await?;
+        }
+        self.put_record(&pk, upload_key(bucket, key, upload_id), RecordValue::Tombstone)
+            .await
     }
 
     /// The bytes `range` of an object as a stream, chunks fetched ahead and verified.
@@ -304,12 +389,22 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = (0..s.len())
+fn unhex_bytes(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+        .collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    String::from_utf8(unhex_bytes(s)?).ok()
+}
+
+fn part_number(n: i32) -> S3Result<u32> {
+    match u32::try_from(n) {
+        Ok(n) if (1..=PART_NUMBER_MAX).contains(&n) => Ok(n),
+        _ => Err(s3_error!(InvalidArgument, "part numbers run from 1 to 10000")),
+    }
 }
 
 fn timestamp(ms: u64) -> Timestamp {
@@ -528,7 +623,7 @@ impl S3 for HadssS3 {
                 }
             }
         }
-        let (size_bytes, etag, body) = self.store_body(input.body).await?;
+        let (size_bytes, etag, body) = self.store_body(input.body, true).await?;
         if input.content_length.is_some_and(|l| l as u64 != size_bytes) {
             return Err(s3_error!(IncompleteBody));
         }
@@ -833,6 +928,351 @@ impl S3 for HadssS3 {
                     .map(|(k, m)| Self::to_object(k, m, enc))
                     .collect(),
             ),
+            common_prefixes: Some(
+                listing
+                    .common_prefixes
+                    .iter()
+                    .map(|p| CommonPrefix { prefix: Some(code(p)) })
+                    .collect(),
+            ),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        let upload_id = hex(&rand::random::<[u8; 16]>());
+        let meta = UploadMeta {
+            initiated_ms: Self::now_ms(),
+            headers: stored_headers(
+                input.content_type,
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+            ),
+            user_metadata: user_metadata(input.metadata)?,
+        };
+        self.put_record(
+            &objects_partition_key(&input.bucket),
+            upload_key(&input.bucket, &input.key, &upload_id),
+            RecordValue::Data(UploadRecord::V1(meta).encode()),
+        )
+        .await?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        let part_number = part_number(input.part_number)?;
+        self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let (size_bytes, etag, body) = self.store_body(input.body, false).await?;
+        if input.content_length.is_some_and(|l| l as u64 != size_bytes) {
+            return Err(s3_error!(IncompleteBody));
+        }
+        self.put_part(&input.bucket, &input.upload_id, part_number, size_bytes, &etag, body)
+            .await?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        let part_number = part_number(input.part_number)?;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            ..
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(NotImplemented, "copy from an access point"));
+        };
+        self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let src = self.object(src_bucket, src_key).await?;
+        if let Some(c) = &input.copy_source_if_match
+            && !etag_matches(c, &src.etag)
+        {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        let range = match &input.copy_source_range {
+            Some(r) => {
+                let parsed = r
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.split_once('-'))
+                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                    .ok_or_else(|| s3_error!(InvalidArgument, "x-amz-copy-source-range must be bytes=first-last"))?;
+                if parsed.0 > parsed.1 || parsed.1 >= src.size_bytes {
+                    return Err(s3_error!(InvalidRange));
+                }
+                parsed.0..parsed.1 + 1
+            }
+            None => 0..src.size_bytes,
+        };
+        let stream = self.body_stream(&src, range);
+        let (size_bytes, etag, body) = self.store_body(Some(stream), false).await?;
+        self.put_part(&input.bucket, &input.upload_id, part_number, size_bytes, &etag, body)
+            .await?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(etag)),
+                last_modified: Some(timestamp(Self::now_ms())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let wanted = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        if wanted.is_empty() {
+            return Err(s3_error!(MalformedXML, "no parts listed"));
+        }
+        let stored = self.parts(&input.bucket, &input.upload_id).await?;
+        let mut chunks = Vec::new();
+        let mut size_bytes = 0u64;
+        let mut md5s = md5::Md5::new();
+        let numbers = wanted
+            .iter()
+            .map(|p| part_number(p.part_number.unwrap_or(0)))
+            .collect::<S3Result<Vec<u32>>>()?;
+        if numbers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(s3_error!(InvalidPartOrder));
+        }
+        for (i, (p, &number)) in wanted.iter().zip(&numbers).enumerate() {
+            let Some(part) = stored.get(&number) else {
+                return Err(s3_error!(InvalidPart, "part {number} was not uploaded"));
+            };
+            let etag_ok = match &p.e_tag {
+                Some(ETag::Strong(e) | ETag::Weak(e)) => e.trim_matches('"') == part.etag,
+                None => true,
+            };
+            if !etag_ok {
+                return Err(s3_error!(InvalidPart, "part {number}: ETag does not match"));
+            }
+            if i + 1 < wanted.len() && part.size_bytes < PART_SIZE_BYTES_MIN {
+                return Err(s3_error!(EntityTooSmall, "part {number} is smaller than 5 MiB"));
+            }
+            size_bytes += part.size_bytes;
+            chunks.extend_from_slice(&part.chunks);
+            md5s.update(unhex_bytes(&part.etag).ok_or_else(|| internal("stored part ETag is not hex"))?);
+        }
+        let etag = format!("{}-{}", hex(&md5s.finalize()), wanted.len());
+        let meta = ObjectMeta {
+            size_bytes,
+            etag: etag.clone(),
+            last_modified_ms: Self::now_ms(),
+            headers: upload.headers,
+            user_metadata: upload.user_metadata,
+            body: ObjectBody::Chunks(chunks),
+        };
+        let value = ObjectRecord::V1(meta).encode();
+        if value.len() > crate::storage::records::RECORD_VALUE_SIZE_BYTES_MAX {
+            return Err(s3_error!(EntityTooLarge, "too many chunks for one object record"));
+        }
+        self.put_record(
+            &objects_partition_key(&input.bucket),
+            object_key(&input.bucket, &input.key),
+            RecordValue::Data(value),
+        )
+        .await?;
+        self.forget_upload(&input.bucket, &input.key, &input.upload_id, stored.keys().copied())
+            .await?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(ETag::Strong(etag)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let stored = self.parts(&input.bucket, &input.upload_id).await?;
+        self.forget_upload(&input.bucket, &input.key, &input.upload_id, stored.keys().copied())
+            .await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let max_parts = input.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+        let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
+        let stored = self.parts(&input.bucket, &input.upload_id).await?;
+        let mut listed: Vec<Part> = Vec::new();
+        let mut truncated = false;
+        for (number, part) in stored.range(marker + 1..) {
+            if listed.len() >= max_parts {
+                truncated = true;
+                break;
+            }
+            listed.push(Part {
+                part_number: Some(*number as i32),
+                e_tag: Some(ETag::Strong(part.etag.clone())),
+                size: Some(part.size_bytes as i64),
+                last_modified: Some(timestamp(part.last_modified_ms)),
+                ..Default::default()
+            });
+        }
+        let next = listed.last().and_then(|p| p.part_number);
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max_parts as i32),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: if truncated { next } else { None },
+            is_truncated: Some(truncated),
+            parts: Some(listed),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        let max_uploads = input.max_uploads.unwrap_or(1000).clamp(1, 1000) as usize;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let partition = self.partition(&objects_partition_key(&input.bucket))?;
+        let base = upload_prefix(&input.bucket);
+        let mut scan_prefix = base.clone();
+        scan_prefix.extend_from_slice(prefix.as_bytes());
+        let mut after = match (&input.key_marker, &input.upload_id_marker) {
+            (Some(k), Some(u)) => Some(upload_key(&input.bucket, k, u)),
+            // Past every upload of the marker key (upload ids are hex, below 0x7f).
+            (Some(k), None) => Some(upload_key(&input.bucket, k, &char::from(0x7f).to_string())),
+            _ => None,
+        };
+        let mut uploads = Vec::new();
+        let mut truncated = false;
+        'pages: for _ in 0..LIST_PAGES_MAX {
+            let (page, complete) = self
+                .node
+                .scan_records(partition, &scan_prefix, after.as_deref(), LIST_PAGE_RECORDS)
+                .await
+                .map_err(unavailable)?;
+            let empty = page.is_empty();
+            for rec in page {
+                after = Some(rec.key.clone());
+                let RecordValue::Data(v) = &rec.value else { continue };
+                let meta = UploadRecord::decode(v).map_err(internal)?;
+                let Some((key, id)) = std::str::from_utf8(&rec.key[base.len()..])
+                    .ok()
+                    .and_then(|s| s.split_once(char::from(0)))
+                else {
+                    continue;
+                };
+                if uploads.len() >= max_uploads {
+                    truncated = true;
+                    break 'pages;
+                }
+                uploads.push(MultipartUpload {
+                    key: Some(key.to_string()),
+                    upload_id: Some(id.to_string()),
+                    initiated: Some(timestamp(meta.initiated_ms)),
+                    ..Default::default()
+                });
+            }
+            if complete || empty {
+                break;
+            }
+        }
+        let last = uploads.last().map(|u| (u.key.clone(), u.upload_id.clone()));
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max_uploads as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: if truncated {
+                last.clone().and_then(|l| l.0)
+            } else {
+                None
+            },
+            next_upload_id_marker: if truncated { last.and_then(|l| l.1) } else { None },
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        // Unversioned buckets: every object is its one `null` version.
+        let input = req.input;
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let listing = self
+            .list(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                input.key_marker.as_deref(),
+                max_keys,
+            )
+            .await?;
+        let enc = input.encoding_type.as_ref();
+        let code = |s: &str| encode_key(s, enc);
+        let versions = listing
+            .objects
+            .iter()
+            .map(|(k, m)| ObjectVersion {
+                key: Some(code(k)),
+                version_id: Some("null".into()),
+                is_latest: Some(true),
+                size: Some(m.size_bytes as i64),
+                e_tag: Some(ETag::Strong(m.etag.clone())),
+                last_modified: Some(timestamp(m.last_modified_ms)),
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(input.bucket.clone()),
+            prefix: Some(code(&prefix)),
+            key_marker: input.key_marker.as_deref().map(code),
+            max_keys: Some(max_keys as i32),
+            delimiter: input.delimiter.as_deref().map(code),
+            is_truncated: Some(listing.truncated),
+            next_key_marker: if listing.truncated {
+                listing.last.as_deref().map(code)
+            } else {
+                None
+            },
+            next_version_id_marker: listing.truncated.then(|| "null".to_string()),
+            versions: Some(versions),
             common_prefixes: Some(
                 listing
                     .common_prefixes

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -147,6 +148,57 @@ def main_phase(s3, env):
     count = sum(len(p.get("Contents", [])) for p in paginator.paginate(Bucket="alpha", PaginationConfig={"PageSize": 50}))
     check(count == len(keys) + 7 + 4, f"paginator count {count}")  # sizes/*, meta, meta-copy, fresh, big-copy
 
+    # Multipart: the transfer manager (as aws cli and rclone use it), then by hand.
+    mp_data = body("multipart", 12 * 1024 * 1024 + 5)
+    path = os.path.join(os.path.dirname(env["__FILE__"]), "mp.bin")
+    with open(path, "wb") as f:
+        f.write(mp_data)
+    cfg = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+    s3.upload_file(path, "alpha", "mp/auto", Config=cfg)
+    got = s3.get_object(Bucket="alpha", Key="mp/auto")
+    check(got["Body"].read() == mp_data, "multipart body")
+    parts_md5 = b"".join(hashlib.md5(mp_data[i:i + 5 * 1024 * 1024]).digest() for i in range(0, len(mp_data), 5 * 1024 * 1024))
+    check(got["ETag"] == f'"{hashlib.md5(parts_md5).hexdigest()}-3"', f"multipart ETag {got['ETag']}")
+    r = s3.get_object(Bucket="alpha", Key="mp/auto", Range="bytes=5242870-5242890")["Body"].read()
+    check(r == mp_data[5242870:5242891], "range across parts")
+
+    up = s3.create_multipart_upload(Bucket="alpha", Key="mp/manual", ContentType="application/x-mp",
+                                    Metadata={"m": "1"})["UploadId"]
+    e1 = s3.upload_part(Bucket="alpha", Key="mp/manual", UploadId=up, PartNumber=1, Body=mp_data[:6 * 1024 * 1024])["ETag"]
+    e2 = s3.upload_part_copy(Bucket="alpha", Key="mp/manual", UploadId=up, PartNumber=2,
+                             CopySource={"Bucket": "alpha", "Key": "sizes/10485763"},
+                             CopySourceRange="bytes=100-1099")["CopyPartResult"]["ETag"]
+    parts = s3.list_parts(Bucket="alpha", Key="mp/manual", UploadId=up)["Parts"]
+    check([(p["PartNumber"], p["Size"]) for p in parts] == [(1, 6 * 1024 * 1024), (2, 1000)], f"list_parts {parts}")
+    uploads = s3.list_multipart_uploads(Bucket="alpha").get("Uploads", [])
+    check([(u["Key"], u["UploadId"]) for u in uploads] == [("mp/manual", up)], f"list_multipart_uploads {uploads}")
+    check(error_code(s3.complete_multipart_upload, Bucket="alpha", Key="mp/manual", UploadId=up,
+                     MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]})
+          == "InvalidPartOrder", "part order")
+    check(error_code(s3.complete_multipart_upload, Bucket="alpha", Key="mp/manual", UploadId=up,
+                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"00"'}]}) == "InvalidPart", "part etag")
+    s3.complete_multipart_upload(Bucket="alpha", Key="mp/manual", UploadId=up,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    h = s3.head_object(Bucket="alpha", Key="mp/manual")
+    check(h["ContentLength"] == 6 * 1024 * 1024 + 1000 and h["ContentType"] == "application/x-mp"
+          and h["Metadata"] == {"m": "1"}, f"completed upload {h}")
+    check(s3.get_object(Bucket="alpha", Key="mp/manual")["Body"].read() == mp_data[:6 * 1024 * 1024] + big[100:1100],
+          "completed body")
+    check(not s3.list_multipart_uploads(Bucket="alpha").get("Uploads"), "upload gone after completion")
+    small = s3.create_multipart_upload(Bucket="alpha", Key="mp/small")["UploadId"]
+    s1 = s3.upload_part(Bucket="alpha", Key="mp/small", UploadId=small, PartNumber=1, Body=b"tiny")["ETag"]
+    s2 = s3.upload_part(Bucket="alpha", Key="mp/small", UploadId=small, PartNumber=2, Body=b"tail")["ETag"]
+    check(error_code(s3.complete_multipart_upload, Bucket="alpha", Key="mp/small", UploadId=small,
+                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": s1}, {"PartNumber": 2, "ETag": s2}]})
+          == "EntityTooSmall", "small non-last part")
+    s3.abort_multipart_upload(Bucket="alpha", Key="mp/small", UploadId=small)
+    check(error_code(s3.list_parts, Bucket="alpha", Key="mp/small", UploadId=small) == "NoSuchUpload", "aborted upload")
+    versions = s3.list_object_versions(Bucket="alpha", Prefix="mp/")["Versions"]
+    check([(v["Key"], v["VersionId"], v["IsLatest"]) for v in versions]
+          == [("mp/auto", "null", True), ("mp/manual", "null", True)], f"versions {versions}")
+    s3.head_object(Bucket="alpha", Key="mp/auto", VersionId="null")
+    s3.delete_objects(Bucket="alpha", Delete={"Objects": [{"Key": "mp/auto"}, {"Key": "mp/manual"}]})
+
     # Deletes.
     s3.delete_object(Bucket="alpha", Key="fresh")
     s3.delete_object(Bucket="alpha", Key="never-existed")
@@ -188,6 +240,7 @@ def restart_phase(s3, env):
 
 def main():
     env = dict(line.strip().split("=", 1) for line in open(sys.argv[1]) if "=" in line)
+    env["__FILE__"] = sys.argv[1]
     s3 = client(env)
     {"main": main_phase, "restart": restart_phase}[sys.argv[2]](s3, env)
     print(f"boto3 suite, phase {sys.argv[2]}: PASS")

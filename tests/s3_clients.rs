@@ -1,8 +1,10 @@
-//! The README's main command, `hadss dev`, as a real process, driven by a real S3 client
-//! (boto3, installed by `scripts/test` into `target/py-venv`): buckets, objects inline and in
-//! chunks, ranges, conditionals, metadata, copy, listings with pagination and URL encoding,
-//! deletes, S3 error codes, refusal of anonymous and badly signed requests; then a clean
-//! SIGTERM shutdown and a restart on the same data directory that serves every object again.
+//! The README's main command, `hadss dev`, as a real process, driven by real S3 clients
+//! (boto3 and the aws cli, installed by `scripts/test` into `target/py-venv`): buckets,
+//! objects inline and in chunks, ranges, conditionals, metadata, copy, listings with
+//! pagination and URL encoding, multipart uploads (transfer manager, by hand, part copy,
+//! abort), version listing of unversioned buckets, deletes, S3 error codes, refusal of
+//! anonymous and badly signed requests; `aws s3 mb/cp/sync/ls/rm/rb`; then a clean SIGTERM
+//! shutdown and a restart on the same data directory that serves every object again.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -56,6 +58,24 @@ fn start_dev(data: &Path, port: u16) -> Dev {
     Dev(child)
 }
 
+fn run_awscli(credentials: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/awscli_suite.sh");
+    let aws = python().with_file_name("aws");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(credentials)
+        .arg(aws)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "aws cli suite failed:\n{text}");
+    assert!(text.contains("aws cli suite: PASS"), "{text}");
+}
+
 fn run_suite(credentials: &Path, phase: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/boto3_suite.py");
     let out = Command::new(python())
@@ -74,7 +94,7 @@ fn run_suite(credentials: &Path, phase: &str) {
 }
 
 #[test]
-fn boto3_against_hadss_dev_and_a_restart() {
+fn s3_clients_against_hadss_dev_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hadss-data");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -95,6 +115,7 @@ fn boto3_against_hadss_dev_and_a_restart() {
     }
     assert!(text.contains(&format!("AWS_ENDPOINT_URL=http://127.0.0.1:{port}")));
     run_suite(&credentials, "main");
+    run_awscli(&credentials);
 
     // SIGTERM: a clean exit.
     let pid = rustix::process::Pid::from_raw(dev.0.id() as i32).unwrap();
