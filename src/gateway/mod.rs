@@ -13,6 +13,7 @@
 //! permissions (keys come from a static set), race-safe `If-None-Match: *`, checksum
 //! headers, hedged reads.
 
+mod checksum;
 pub mod model;
 mod s3;
 

@@ -101,7 +101,12 @@ impl HadssS3 {
     }
 
     /// Reads a body to its end, storing it inline or as chunks; returns size, MD5 hex and body.
-    async fn store_body(&self, body: Option<StreamingBlob>, allow_inline: bool) -> S3Result<(u64, String, ObjectBody)> {
+    async fn store_body(
+        &self,
+        body: Option<StreamingBlob>,
+        allow_inline: bool,
+        checksums: &mut s3s::checksum::ChecksumHasher,
+    ) -> S3Result<(u64, String, ObjectBody)> {
         let mut md5 = md5::Md5::new();
         let mut size_bytes = 0u64;
         let mut buffer: Vec<u8> = Vec::new();
@@ -117,6 +122,7 @@ impl HadssS3 {
                 return Err(s3_error!(EntityTooLarge));
             }
             md5.update(&piece);
+            checksums.update(&piece);
             let mut rest: &[u8] = &piece;
             while !rest.is_empty() {
                 let take = rest.len().min(CHUNK_SIZE_BYTES - buffer.len());
@@ -604,7 +610,25 @@ impl S3 for HadssS3 {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let input = req.input;
+        let S3Request {
+            input,
+            headers,
+            trailing_headers,
+            ..
+        } = req;
+        let expected = super::checksum::Expected::from_request(
+            &headers,
+            Checksum {
+                checksum_crc32: input.checksum_crc32.clone(),
+                checksum_crc32c: input.checksum_crc32c.clone(),
+                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+                checksum_sha1: input.checksum_sha1.clone(),
+                checksum_sha256: input.checksum_sha256.clone(),
+                ..Default::default()
+            },
+            input.content_md5.clone(),
+            input.checksum_algorithm.clone(),
+        );
         self.bucket(&input.bucket).await?;
         if input
             .content_length
@@ -623,7 +647,10 @@ impl S3 for HadssS3 {
                 }
             }
         }
-        let (size_bytes, etag, body) = self.store_body(input.body, true).await?;
+        let mut hasher = expected.hasher();
+        let (size_bytes, etag, body) = self.store_body(input.body, true, &mut hasher).await?;
+        let md5 = unhex_bytes(&etag).unwrap_or_default();
+        let checksums = expected.verify(hasher.finalize(), &md5, trailing_headers.and_then(|t| t.take()))?;
         if input.content_length.is_some_and(|l| l as u64 != size_bytes) {
             return Err(s3_error!(IncompleteBody));
         }
@@ -649,6 +676,11 @@ impl S3 for HadssS3 {
         .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
             ..Default::default()
         }))
     }
@@ -973,10 +1005,31 @@ impl S3 for HadssS3 {
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
-        let input = req.input;
+        let S3Request {
+            input,
+            headers,
+            trailing_headers,
+            ..
+        } = req;
         let part_number = part_number(input.part_number)?;
         self.upload(&input.bucket, &input.key, &input.upload_id).await?;
-        let (size_bytes, etag, body) = self.store_body(input.body, false).await?;
+        let expected = super::checksum::Expected::from_request(
+            &headers,
+            Checksum {
+                checksum_crc32: input.checksum_crc32.clone(),
+                checksum_crc32c: input.checksum_crc32c.clone(),
+                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+                checksum_sha1: input.checksum_sha1.clone(),
+                checksum_sha256: input.checksum_sha256.clone(),
+                ..Default::default()
+            },
+            input.content_md5.clone(),
+            input.checksum_algorithm.clone(),
+        );
+        let mut hasher = expected.hasher();
+        let (size_bytes, etag, body) = self.store_body(input.body, false, &mut hasher).await?;
+        let md5 = unhex_bytes(&etag).unwrap_or_default();
+        let checksums = expected.verify(hasher.finalize(), &md5, trailing_headers.and_then(|t| t.take()))?;
         if input.content_length.is_some_and(|l| l as u64 != size_bytes) {
             return Err(s3_error!(IncompleteBody));
         }
@@ -984,6 +1037,11 @@ impl S3 for HadssS3 {
             .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(etag)),
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
             ..Default::default()
         }))
     }
@@ -1024,7 +1082,9 @@ impl S3 for HadssS3 {
             None => 0..src.size_bytes,
         };
         let stream = self.body_stream(&src, range);
-        let (size_bytes, etag, body) = self.store_body(Some(stream), false).await?;
+        let (size_bytes, etag, body) = self
+            .store_body(Some(stream), false, &mut s3s::checksum::ChecksumHasher::default())
+            .await?;
         self.put_part(&input.bucket, &input.upload_id, part_number, size_bytes, &etag, body)
             .await?;
         Ok(S3Response::new(UploadPartCopyOutput {

@@ -894,18 +894,46 @@ impl Inner {
         }
     }
 
-    /// Replicates one write through the coordinator; `send` performs one copy.
+    /// Replicates one write through the coordinator; `send` performs one copy. Returns the
+    /// outcome as soon as it is decided; after an ack the write goes on in the background
+    /// until it settles (hinted fallbacks for replicas that fail late).
     async fn replicate<F, Fut>(
-        &self,
+        self: &Arc<Self>,
         preference: Vec<NodeId>,
         (n, w): (usize, usize),
         payload_size_bytes: u64,
         send: F,
     ) -> Outcome
     where
-        F: Fn(NodeId, Option<NodeId>) -> Fut,
+        F: Fn(NodeId, Option<NodeId>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = bool> + Send + 'static,
     {
+        let (out_tx, out_rx) = oneshot::channel();
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.drive_write(preference, (n, w), payload_size_bytes, send, out_tx)
+                .await
+        });
+        out_rx.await.unwrap_or(Outcome::Failed {
+            durable_acks: 0,
+            needed: w,
+            reason: crate::storage::replication::FailReason::Timeout,
+        })
+    }
+
+    /// The coordinator's shell: runs sends, timers and answers until the write is finished.
+    async fn drive_write<F, Fut>(
+        self: Arc<Self>,
+        preference: Vec<NodeId>,
+        (n, w): (usize, usize),
+        payload_size_bytes: u64,
+        send: F,
+        out_tx: oneshot::Sender<Outcome>,
+    ) where
+        F: Fn(NodeId, Option<NodeId>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send + 'static,
+    {
+        let mut out_tx = Some(out_tx);
         let alive = |n: &NodeId| self.is_alive(n);
         let mut fx = Vec::new();
         let timeouts = self.timeouts.for_payload(payload_size_bytes);
@@ -926,8 +954,16 @@ impl Inner {
                     WriteEffect::Timer { at_ms } => {
                         timers.insert(at_ms);
                     }
-                    WriteEffect::Done(outcome) => return outcome,
+                    WriteEffect::Done(outcome) => {
+                        if let Some(out) = out_tx.take() {
+                            let _ = out.send(outcome);
+                        }
+                    }
+                    WriteEffect::Settled => {}
                 }
+            }
+            if coord.is_finished() {
+                return;
             }
             let next_timer = timers.first().copied();
             let sleep = async {

@@ -14,6 +14,11 @@
 //! - Every target is sent to at most once; a replica that fails or times out is replaced by the
 //!   next live fallback node not yet used, carrying a hint naming the replica.
 //! - Acks from nodes that were never sent to, and repeated acks, change nothing.
+//! - After `Acked`, the write goes on in the background until it is *settled*: a replica that
+//!   fails or times out after the acknowledgement still gets a hinted fallback, so N copies
+//!   (or hints for them) exist and the replica gets its copy back when it returns. `Settled`
+//!   is emitted once, when no target is pending (or the write deadline passed). After
+//!   `Failed` nothing more is emitted.
 //!
 //! Does not: talk to the network, read clocks, or decide liveness (the caller passes SWIM's
 //! view as a predicate).
@@ -82,6 +87,8 @@ pub enum WriteEffect {
     },
     /// The write is decided.
     Done(Outcome),
+    /// After `Acked`: no target is pending any more; the shell may stop driving the write.
+    Settled,
 }
 
 /// The decision on a write.
@@ -141,6 +148,9 @@ pub struct WriteCoordinator {
     targets: BTreeMap<NodeId, Target>,
     durable_order: Vec<NodeId>,
     done: bool,
+    /// `Acked` was emitted: the write continues only to place the remaining copies.
+    acked: bool,
+    settled: bool,
 }
 
 impl WriteCoordinator {
@@ -168,6 +178,8 @@ impl WriteCoordinator {
             targets: BTreeMap::new(),
             durable_order: Vec::new(),
             done: false,
+            acked: false,
+            settled: false,
         };
         for i in 0..replicas {
             let replica = c.preference[i].clone();
@@ -185,6 +197,25 @@ impl WriteCoordinator {
     /// Whether the outcome has been emitted.
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Whether nothing more will be emitted (failed, or acknowledged and settled).
+    pub fn is_finished(&self) -> bool {
+        self.done && (!self.acked || self.settled)
+    }
+
+    /// After the ack: emits `Settled` once no target is pending.
+    fn settle_check(&mut self, effects: &mut Vec<WriteEffect>) {
+        if self.acked
+            && !self.settled
+            && !self
+                .targets
+                .values()
+                .any(|t| matches!(t.state, TargetState::Pending { .. }))
+        {
+            self.settled = true;
+            effects.push(WriteEffect::Settled);
+        }
     }
 
     fn send(&mut self, now_ms: u64, to: NodeId, hint_for: Option<NodeId>, effects: &mut Vec<WriteEffect>) {
@@ -221,7 +252,7 @@ impl WriteCoordinator {
 
     /// A target reports the payload durable.
     pub fn handle_ack(&mut self, from: &NodeId, effects: &mut Vec<WriteEffect>) {
-        if self.done {
+        if self.is_finished() {
             return;
         }
         let Some(t) = self.targets.get_mut(from) else {
@@ -232,6 +263,7 @@ impl WriteCoordinator {
             self.durable_order.push(from.clone());
         }
         self.check(effects);
+        self.settle_check(effects);
     }
 
     /// A target reports an error, or its connection failed: try a fallback in its place.
@@ -242,7 +274,7 @@ impl WriteCoordinator {
         is_alive: &dyn Fn(&NodeId) -> bool,
         effects: &mut Vec<WriteEffect>,
     ) {
-        if self.done {
+        if self.is_finished() {
             return;
         }
         let Some(t) = self.targets.get_mut(from) else {
@@ -255,16 +287,23 @@ impl WriteCoordinator {
         let replica = t.hint_for.clone().unwrap_or_else(|| from.clone());
         self.send_fallback(now_ms, replica, is_alive, effects);
         self.check(effects);
+        self.settle_check(effects);
     }
 
     /// Time passed: fail targets past their deadline (trying fallbacks) and the whole write
     /// past its own.
     pub fn handle_timer(&mut self, now_ms: u64, is_alive: &dyn Fn(&NodeId) -> bool, effects: &mut Vec<WriteEffect>) {
-        if self.done {
+        if self.is_finished() {
             return;
         }
         if now_ms >= self.deadline_ms {
-            self.finish_failed(FailReason::Timeout, effects);
+            if self.acked {
+                // Copies still pending past the deadline are left to anti-entropy.
+                self.settled = true;
+                effects.push(WriteEffect::Settled);
+            } else {
+                self.finish_failed(FailReason::Timeout, effects);
+            }
             return;
         }
         let expired: Vec<NodeId> = self
@@ -275,7 +314,7 @@ impl WriteCoordinator {
             .collect();
         for id in expired {
             self.handle_failure(now_ms, &id, is_alive, effects);
-            if self.done {
+            if self.is_finished() {
                 return;
             }
         }
@@ -300,6 +339,7 @@ impl WriteCoordinator {
                 .collect();
             assert!(self.durable_order.len() >= self.write_quorum);
             self.done = true;
+            self.acked = true;
             effects.push(WriteEffect::Done(Outcome::Acked {
                 durable_on: self.durable_order.clone(),
                 hints,
@@ -393,6 +433,28 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_failing_after_the_ack_still_gets_a_hinted_fallback() {
+        let pref = ids(5);
+        let all_alive = |_: &NodeId| true;
+        let mut fx = Vec::new();
+        let mut c = WriteCoordinator::start(0, &pref, 3, 2, WriteTimeouts::default(), &all_alive, &mut fx);
+        c.handle_ack(&pref[0], &mut fx);
+        c.handle_ack(&pref[1], &mut fx);
+        assert!(matches!(outcome(&fx), Some(Outcome::Acked { .. })));
+        assert!(!c.is_finished(), "the third copy is still pending");
+        fx.clear();
+        c.handle_failure(10, &pref[2], &all_alive, &mut fx);
+        assert_eq!(sends(&fx), vec![(pref[3].clone(), Some(pref[2].clone()))]);
+        assert!(outcome(&fx).is_none(), "no second outcome");
+        fx.clear();
+        c.handle_ack(&pref[3], &mut fx);
+        assert_eq!(fx, vec![WriteEffect::Settled]);
+        assert!(c.is_finished());
+        c.handle_failure(20, &pref[0], &all_alive, &mut fx);
+        assert_eq!(fx, vec![WriteEffect::Settled], "nothing after settling");
+    }
+
+    #[test]
     fn timeouts_move_to_fallbacks_then_fail() {
         let pref = ids(4);
         let t = WriteTimeouts {
@@ -475,10 +537,21 @@ mod properties {
             let mut sent: BTreeSet<NodeId> = BTreeSet::new();
             let mut acked_by_harness: BTreeSet<NodeId> = BTreeSet::new();
             let mut decisions = 0;
+            let mut failed = false;
+            let mut settled = 0;
             let mut check = |fx: &mut Vec<WriteEffect>, sent: &mut BTreeSet<NodeId>, acked: &BTreeSet<NodeId>| -> Result<(), TestCaseError> {
                 for e in fx.drain(..) {
+                    prop_assert!(!failed, "an effect after Failed: {:?}", e);
+                    prop_assert!(settled == 0, "an effect after Settled: {:?}", e);
                     match e {
-                        WriteEffect::Send { to, .. } => prop_assert!(sent.insert(to), "a target was sent to twice"),
+                        WriteEffect::Send { to, hint_for } => {
+                            prop_assert!(decisions == 0 || hint_for.is_some(), "after the ack only hinted fallbacks are sent");
+                            prop_assert!(sent.insert(to), "a target was sent to twice");
+                        }
+                        WriteEffect::Settled => {
+                            prop_assert!(decisions == 1, "settled before the ack");
+                            settled += 1;
+                        }
                         WriteEffect::Done(Outcome::Acked { durable_on, .. }) => {
                             decisions += 1;
                             let distinct: BTreeSet<_> = durable_on.iter().cloned().collect();
@@ -486,7 +559,10 @@ mod properties {
                             prop_assert!(durable_on.len() >= w, "acked with {} < W={}", durable_on.len(), w);
                             prop_assert!(durable_on.iter().all(|d| acked.contains(d) && sent.contains(d)));
                         }
-                        WriteEffect::Done(Outcome::Failed { .. }) => decisions += 1,
+                        WriteEffect::Done(Outcome::Failed { .. }) => {
+                            decisions += 1;
+                            failed = true;
+                        }
                         WriteEffect::Timer { .. } => {}
                     }
                 }

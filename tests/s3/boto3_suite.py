@@ -6,8 +6,10 @@ Usage: boto3_suite.py CREDENTIALS_ENV PHASE
   PHASE "restart": after the server restarted on the same data: "keep" is intact.
 Exits non-zero with a message on the first failed check.
 """
+import base64
 import hashlib
 import os
+import zlib
 import sys
 import urllib.error
 import urllib.request
@@ -86,6 +88,26 @@ def main_phase(s3, env):
         check(got["ContentRange"] == f"bytes {lo}-{hi - 1}/{len(big)}", f"content-range {rng}")
     check(error_code(s3.get_object, Bucket="alpha", Key="sizes/1000", Range="bytes=5000-6000") == "InvalidRange",
           "unsatisfiable range")
+
+    # Checksums the SDK sends (as aws-chunked trailers or headers) are verified and echoed.
+    data = body("checksummed", 300 * 1024)
+    want = {
+        "CRC32": base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode(),
+        "SHA1": base64.b64encode(hashlib.sha1(data).digest()).decode(),
+        "SHA256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+    }
+    for algo in ["CRC32", "SHA1", "SHA256"]:  # CRC32C and CRC64NVME need awscrt in botocore
+        put = s3.put_object(Bucket="alpha", Key=f"sum/{algo}", Body=data, ChecksumAlgorithm=algo)
+        got = put.get(f"Checksum{algo}")
+        check(got is not None and (algo not in want or got == want[algo]), f"{algo} echoed as {got}")
+    bad = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    check(error_code(s3.put_object, Bucket="alpha", Key="sum/bad", Body=data, ChecksumSHA256=bad) == "BadDigest",
+          "wrong SHA256 refused")
+    check(error_code(s3.put_object, Bucket="alpha", Key="sum/bad", Body=data,
+                     ContentMD5=base64.b64encode(hashlib.md5(b"other").digest()).decode()) == "BadDigest",
+          "wrong Content-MD5 refused")
+    check(error_code(s3.head_object, Bucket="alpha", Key="sum/bad") in ("404", "NoSuchKey"), "nothing stored on mismatch")
+    s3.delete_objects(Bucket="alpha", Delete={"Objects": [{"Key": f"sum/{a}"} for a in ["CRC32", "SHA1", "SHA256"]]})
 
     # Metadata and headers.
     s3.put_object(Bucket="alpha", Key="meta", Body=b"x", ContentType="text/plain", CacheControl="max-age=60",
