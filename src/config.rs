@@ -63,6 +63,38 @@ pub struct StorageConfig {
     pub http_listen: Option<String>,
 }
 
+/// `hadss gateway --config FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where the gateway keeps its node key and the map it holds (no object data).
+    pub data_dir: PathBuf,
+    /// libp2p listen address.
+    pub listen: String,
+    /// S3 HTTP address, e.g. `0.0.0.0:9000`.
+    pub s3_listen: String,
+    /// Address of `/health`, `/ready` and `/metrics` (default: ephemeral on 127.0.0.1).
+    #[serde(default)]
+    pub http_listen: Option<String>,
+    /// File holding the cluster secret.
+    pub cluster_secret_file: PathBuf,
+    /// File holding the monitors' public key.
+    pub map_public_key_file: PathBuf,
+    /// Peers to pull the map from (`/ip4/…/tcp/…/p2p/<peer id>`).
+    pub bootstrap: Vec<String>,
+    /// Region reported to clients.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Access key id accepted by this gateway.
+    pub access_key: String,
+    /// File holding its secret key (one line).
+    pub secret_key_file: PathBuf,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -88,35 +120,66 @@ pub enum ConfigError {
 /// Largest config file read.
 const CONFIG_SIZE_BYTES_MAX: u64 = 1024 * 1024;
 
+/// Reads a TOML config file of at most `CONFIG_SIZE_BYTES_MAX`.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if std::fs::metadata(path).map_err(io)?.len() > CONFIG_SIZE_BYTES_MAX {
+        return Err(ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: "config file larger than 1 MiB".into(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Resolves relative paths against the directory of the config file.
+fn resolve(path: &Path, paths: [&mut PathBuf; 3]) {
+    let base = path.parent().unwrap_or(Path::new("."));
+    for p in paths {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Loads a config file, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let mut cfg: GatewayConfig = read_toml(path)?;
+        resolve(
+            path,
+            [
+                &mut cfg.data_dir,
+                &mut cfg.cluster_secret_file,
+                &mut cfg.map_public_key_file,
+            ],
+        );
+        if cfg.secret_key_file.is_relative() {
+            cfg.secret_key_file = path.parent().unwrap_or(Path::new(".")).join(&cfg.secret_key_file);
+        }
+        Ok(cfg)
+    }
+}
+
 impl StorageConfig {
     /// Loads a config file, resolving relative paths against its directory.
     pub fn load(path: &Path) -> Result<StorageConfig, ConfigError> {
-        let io = |source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(io)?.len();
-        if len > CONFIG_SIZE_BYTES_MAX {
-            return Err(ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: "config file larger than 1 MiB".into(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        let mut cfg: StorageConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for p in [
-            &mut cfg.data_dir,
-            &mut cfg.cluster_secret_file,
-            &mut cfg.map_public_key_file,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
+        let mut cfg: StorageConfig = read_toml(path)?;
+        resolve(
+            path,
+            [
+                &mut cfg.data_dir,
+                &mut cfg.cluster_secret_file,
+                &mut cfg.map_public_key_file,
+            ],
+        );
         Ok(cfg)
     }
 }

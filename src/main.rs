@@ -37,6 +37,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run an S3 gateway (stateless; any number per cluster).
+    Gateway {
+        /// The gateway's TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Cluster administration.
     #[command(subcommand)]
     Admin(Admin),
@@ -137,6 +143,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(opts) => runtime.block_on(dev::run(opts, wait_for_shutdown())),
         Command::Storage { config } => runtime.block_on(run_storage(&config)),
+        Command::Gateway { config } => runtime.block_on(run_gateway(&config)),
         Command::Admin(admin) => runtime.block_on(run_admin(admin)),
         Command::Bench(Bench::Replication(opts)) => runtime.block_on(bench::run(opts)),
     }
@@ -204,6 +211,72 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     drop(http);
     drop(node);
+    Ok(())
+}
+
+async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
+    let cfg = hadss::config::GatewayConfig::load(config_path)?;
+    let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
+    let map_key = hadss::cluster::keys::load_map_public_key(&cfg.map_public_key_file)?;
+    let secret_key = std::fs::read_to_string(&cfg.secret_key_file)
+        .with_context(|| format!("reading {}", cfg.secret_key_file.display()))?
+        .trim()
+        .to_string();
+    anyhow::ensure!(!secret_key.is_empty(), "{} is empty", cfg.secret_key_file.display());
+    let node = std::sync::Arc::new(
+        Node::start(NodeConfig {
+            data_dir: cfg.data_dir.clone(),
+            listen: cfg.listen.parse().context("listen address")?,
+            secret,
+            map_key,
+            chunk_options: chunkstore::Options::default(),
+            write_timeouts: Default::default(),
+            zone: "gateway".into(),
+            swim: hadss::config::SwimPreset::Lan.config(16),
+        })
+        .await?,
+    );
+    // The map: the one persisted from the last run, or from a bootstrap peer.
+    for b in &cfg.bootstrap {
+        let Some((peer, dial)) = b.parse().ok().as_ref().and_then(hadss::node::client::split_peer_addr) else {
+            tracing::warn!(bootstrap = %b, "bootstrap address must end in /p2p/<peer id>; skipped");
+            continue;
+        };
+        node.add_peer_address(peer, dial).await;
+        match node.pull_map(peer).await {
+            Ok(epoch) => tracing::info!(%peer, epoch, "map pulled from bootstrap peer"),
+            Err(e) => tracing::info!(%peer, error = %e, "no newer map from bootstrap peer"),
+        }
+    }
+    let http_listen: std::net::SocketAddr = cfg
+        .http_listen
+        .as_deref()
+        .unwrap_or("127.0.0.1:0")
+        .parse()
+        .context("http_listen address")?;
+    let http = node
+        .serve_http(http_listen)
+        .await
+        .context("starting the HTTP endpoint")?;
+    let s3 = hadss::gateway::serve(
+        cfg.s3_listen.parse().context("s3_listen address")?,
+        node.clone(),
+        hadss::gateway::StaticKeys::single(&cfg.access_key, &secret_key),
+        &cfg.region,
+    )
+    .await
+    .with_context(|| format!("listening on {}", cfg.s3_listen))?;
+    println!(
+        "gateway {}: S3 on http://{}, health and metrics on http://{}, map epoch {}",
+        node.peer_id(),
+        s3.local_addr(),
+        http.local_addr(),
+        node.epoch()
+    );
+    wait_for_shutdown().await?;
+    tracing::info!("shutting down");
+    drop(s3);
+    drop(http);
     Ok(())
 }
 

@@ -42,7 +42,12 @@ pub struct UpOptions {
     pub hadss: PathBuf,
     /// Partitions of the map.
     pub partitions: u32,
+    /// S3 gateways (each a `hadss gateway` process).
+    pub gateways: usize,
 }
+
+/// Region the gateways report.
+pub const REGION: &str = "us-east-1";
 
 /// `DIR/cluster.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,8 +210,87 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
     };
     write_cluster_file(&dir, &cluster)?;
     install_map(&cluster, 1, opts.partitions).await?;
+    let mut cluster = cluster;
+    if opts.gateways > 0 {
+        start_gateways(&mut cluster, &dir, &hadss, opts.gateways)?;
+        write_cluster_file(&dir, &cluster)?;
+    }
     wait_ready(&cluster).await?;
     Ok(cluster)
+}
+
+/// Starts `count` gateways bootstrapping from the storage nodes; the first one's endpoint and
+/// the shared access key go into `cluster.s3`.
+fn start_gateways(cluster: &mut ClusterFile, dir: &Path, hadss: &Path, count: usize) -> anyhow::Result<()> {
+    let keys = dir.join("keys");
+    let (access_path, secret_path) = (keys.join("s3.access"), keys.join("s3.secret"));
+    if !secret_path.exists() {
+        let token = |n: usize| -> String {
+            let bytes: [u8; 32] = rand::random();
+            bytes
+                .iter()
+                .take(n)
+                .map(|b| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[usize::from(*b % 32)]))
+                .collect()
+        };
+        hadss::fsutil::write_durably(&access_path, format!("NETSIM{}", token(14)).as_bytes(), 0o600)?;
+        hadss::fsutil::write_durably(&secret_path, token(32).as_bytes(), 0o600)?;
+    }
+    let access_key = std::fs::read_to_string(&access_path)?.trim().to_string();
+    let secret_key = std::fs::read_to_string(&secret_path)?.trim().to_string();
+    let bootstrap: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.role == "storage")
+        .take(3)
+        .map(|n| format!("\"{}\"", n.p2p_addr))
+        .collect();
+    for i in 1..=count {
+        let name = format!("gateway-{i}");
+        let node_dir = dir.join(&name);
+        std::fs::create_dir_all(&node_dir)?;
+        let (port, s3_port, http_port) = (free_port()?, free_port()?, free_port()?);
+        let config = node_dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\ns3_listen = \"127.0.0.1:{s3_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nbootstrap = [{}]\nregion = \"{REGION}\"\naccess_key = \"{access_key}\"\nsecret_key_file = \"{}\"\n",
+                keys.join("cluster.secret").display(),
+                keys.join("map.pub").display(),
+                bootstrap.join(", "),
+                secret_path.display(),
+            ),
+        )?;
+        let cmd = vec![
+            hadss.display().to_string(),
+            "gateway".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        let pid = spawn_node(&cmd, dir, &node_dir.join("log"))?;
+        let endpoint = format!("http://127.0.0.1:{s3_port}");
+        if cluster.s3.is_none() {
+            cluster.s3 = Some(S3Endpoint {
+                endpoint: endpoint.clone(),
+                access_key: access_key.clone(),
+                secret_key: secret_key.clone(),
+                region: REGION.into(),
+            });
+        }
+        cluster.nodes.push(NodeEntry {
+            name,
+            role: "gateway".into(),
+            pid,
+            cmd,
+            cwd: dir.to_path_buf(),
+            data_dir: node_dir.join("data"),
+            p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}"),
+            peer_id: String::new(),
+            s3_endpoint: Some(endpoint),
+            http_endpoint: Some(format!("http://127.0.0.1:{http_port}")),
+        });
+    }
+    Ok(())
 }
 
 /// The `host:port` of a node's HTTP endpoint.

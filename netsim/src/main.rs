@@ -24,7 +24,7 @@ enum Cmd {
         /// Monitors (not implemented yet: must be 0).
         #[arg(long, default_value_t = 0)]
         monitors: usize,
-        /// Gateways (not implemented yet: must be 0).
+        /// S3 gateways.
         #[arg(long, default_value_t = 0)]
         gateways: usize,
         /// Zones the storage nodes are spread over.
@@ -64,8 +64,8 @@ fn main() -> anyhow::Result<()> {
             partitions,
             hadss,
         } => {
-            if monitors != 0 || gateways != 0 {
-                anyhow::bail!("monitors and gateways do not exist yet; use --monitors 0 --gateways 0");
+            if monitors != 0 {
+                anyhow::bail!("monitors do not exist yet; use --monitors 0");
             }
             let hadss = match hadss {
                 Some(h) => h,
@@ -80,6 +80,7 @@ fn main() -> anyhow::Result<()> {
                 zones,
                 hadss,
                 partitions,
+                gateways,
             };
             let cluster = rt.block_on(netsim::up(&opts))?;
             println!(

@@ -1,5 +1,6 @@
 //! Issue-4 acceptance against real processes: `netsim up` starts 5 `hadss storage`
-//! processes (N=3, W=2, R=2); a client node writes 1,000 chunks and 1,000 records through
+//! processes (N=3, W=2, R=2) and 2 `hadss gateway` processes (boto3 writes through one and
+//! reads through the other); a client node writes 1,000 chunks and 1,000 records through
 //! them; one storage process is killed with SIGKILL; everything stays readable and new
 //! writes succeed (fallbacks hold hints); the killed node restarts from its recorded command,
 //! serves again, and gets back everything written while it was dead.
@@ -51,6 +52,43 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// boto3 (from `scripts/test`'s venv) writes through one gateway and reads through the other.
+fn s3_through_two_gateways(cluster: &netsim::ClusterFile, scratch: &std::path::Path) {
+    let s3 = cluster.s3.as_ref().expect("cluster.json names the S3 endpoint");
+    let gateways: Vec<&netsim::NodeEntry> = cluster.nodes.iter().filter(|n| n.role == "gateway").collect();
+    assert_eq!(gateways.len(), 2);
+    let credentials = scratch.join("credentials.env");
+    std::fs::write(
+        &credentials,
+        format!(
+            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_ENDPOINT_URL={}\nAWS_REGION={}\n",
+            s3.access_key, s3.secret_key, s3.endpoint, s3.region
+        ),
+    )
+    .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var_os("HADSS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/py-venv/bin/python"));
+    assert!(
+        python.exists(),
+        "no Python with boto3: run scripts/test or set HADSS_PYTHON"
+    );
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/s3/boto3_suite.py"))
+        .arg(&credentials)
+        .arg("two-gateways")
+        .env("SECOND_ENDPOINT", gateways[1].s3_endpoint.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 struct Down(PathBuf);
 
 impl Drop for Down {
@@ -90,10 +128,13 @@ async fn five_storage_processes_survive_a_kill() {
         zones: 3,
         hadss: hadss_binary(),
         partitions: 64,
+        gateways: 2,
     };
     let cluster = netsim::up(&opts).await.unwrap();
     let _down = Down(cluster_dir.clone());
     let started = std::time::Instant::now();
+    s3_through_two_gateways(&cluster, dir.path());
+    phase(started, "S3 through two gateways");
     let test = async {
         // A client node (not in the map, so never a replica) coordinates the writes.
         let secret = hadss::net::identity::load_cluster_secret(&cluster.cluster_secret_file).unwrap();

@@ -4,6 +4,8 @@ Usage: boto3_suite.py CREDENTIALS_ENV PHASE
   PHASE "main":    buckets, objects, ranges, conditionals, metadata, copy, listings, deletes,
                    error codes, anonymous refusal; leaves bucket "keep" with known objects.
   PHASE "restart": after the server restarted on the same data: "keep" is intact.
+  PHASE "two-gateways": writes through this endpoint, reads and lists through the one in
+                   $SECOND_ENDPOINT (gateways are stateless).
 Exits non-zero with a message on the first failed check.
 """
 import base64
@@ -260,11 +262,23 @@ def restart_phase(s3, env):
         check(s3.get_object(Bucket="keep", Key=key)["Body"].read() == body(key, size), f"{key} survived")
 
 
+def two_gateways_phase(s3, env):
+    other = client(dict(env, AWS_ENDPOINT_URL=os.environ["SECOND_ENDPOINT"]))
+    s3.create_bucket(Bucket="shared")
+    for key, size in KEEP.items():
+        s3.put_object(Bucket="shared", Key=key, Body=body(key, size))
+    check("shared" in [b["Name"] for b in other.list_buckets()["Buckets"]], "bucket seen by the other gateway")
+    listed = {o["Key"]: o["Size"] for o in other.list_objects_v2(Bucket="shared")["Contents"]}
+    check(listed == KEEP, f"listing through the other gateway: {listed}")
+    for key, size in KEEP.items():
+        check(other.get_object(Bucket="shared", Key=key)["Body"].read() == body(key, size), f"{key} via the other")
+
+
 def main():
     env = dict(line.strip().split("=", 1) for line in open(sys.argv[1]) if "=" in line)
     env["__FILE__"] = sys.argv[1]
     s3 = client(env)
-    {"main": main_phase, "restart": restart_phase}[sys.argv[2]](s3, env)
+    {"main": main_phase, "restart": restart_phase, "two-gateways": two_gateways_phase}[sys.argv[2]](s3, env)
     print(f"boto3 suite, phase {sys.argv[2]}: PASS")
 
 
