@@ -32,7 +32,11 @@ impl Drop for Dev {
     }
 }
 
-fn start_dev(data: &Path, port: u16) -> Dev {
+/// Starts `hadss dev` on an OS-picked S3 port (no collision with other tests) and waits
+/// for it to print its endpoint. Returns the process and the endpoint.
+fn start_dev(data: &Path, run: u32) -> (Dev, String) {
+    let out_path = data.with_extension(format!("out{run}"));
+    let out = std::fs::File::create(&out_path).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -41,21 +45,33 @@ fn start_dev(data: &Path, port: u16) -> Dev {
     let child = Command::new(env!("CARGO_BIN_EXE_hadss"))
         .args(["dev", "--data-dir"])
         .arg(data)
-        .args(["--s3-listen", &format!("127.0.0.1:{port}")])
+        .args(["--s3-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .env_remove("HADSS_ACCESS_KEY")
         .env_remove("HADSS_SECRET_KEY")
         .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
+        .stdout(out)
         .stderr(log)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "hadss dev did not open its S3 port");
+    let mut dev = Dev(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let printed = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if let Some(endpoint) = printed
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("S3 endpoint:"))
+            .map(|e| e.trim().to_string())
+        {
+            return (dev, endpoint);
+        }
+        if let Some(status) = dev.0.try_wait().unwrap() {
+            let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+            panic!("hadss dev exited with {status}:\n{printed}\n{log}");
+        }
+        assert!(Instant::now() < deadline, "hadss dev did not print its endpoint");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Dev(child)
 }
 
 fn run_awscli(credentials: &Path) {
@@ -97,12 +113,7 @@ fn run_suite(credentials: &Path, phase: &str) {
 fn s3_clients_against_hadss_dev_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hadss-data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut dev = start_dev(&data, port);
+    let (mut dev, endpoint) = start_dev(&data, 1);
     let credentials = data.join("credentials.env");
     let text = std::fs::read_to_string(&credentials).unwrap();
     for var in [
@@ -113,7 +124,7 @@ fn s3_clients_against_hadss_dev_and_a_restart() {
     ] {
         assert!(text.contains(var), "credentials.env lacks {var}: {text}");
     }
-    assert!(text.contains(&format!("AWS_ENDPOINT_URL=http://127.0.0.1:{port}")));
+    assert!(text.contains(&format!("AWS_ENDPOINT_URL={endpoint}\n")), "{text}");
     run_suite(&credentials, "main");
     run_awscli(&credentials);
 
@@ -132,11 +143,15 @@ fn s3_clients_against_hadss_dev_and_a_restart() {
     drop(dev);
 
     // Same data directory, same keys: every object is back.
-    let _dev = start_dev(&data, port);
-    assert_eq!(
-        std::fs::read_to_string(&credentials).unwrap(),
-        text,
-        "same keys after restart"
-    );
+    let (_dev, endpoint) = start_dev(&data, 2);
+    let again = std::fs::read_to_string(&credentials).unwrap();
+    let keys = |t: &str| {
+        t.lines()
+            .filter(|l| l.contains("_KEY"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&again), keys(&text), "same keys after restart");
+    assert!(again.contains(&format!("AWS_ENDPOINT_URL={endpoint}\n")), "{again}");
     run_suite(&credentials, "restart");
 }

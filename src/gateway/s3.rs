@@ -318,22 +318,30 @@ impl HadssS3 {
                 let Ok(key) = std::str::from_utf8(&rec.key[base.len()..]) else {
                     continue;
                 };
-                if out.len() >= max_keys {
-                    out.truncated = true;
-                    return Ok(out);
-                }
                 if let Some(d) = delimiter
                     && let Some(i) = key[prefix.len()..].find(d)
                 {
                     let common = &key[..prefix.len() + i + d.len()];
-                    out.common_prefixes.push(common.to_string());
-                    out.last = Some(common.to_string());
                     // Skip every key under this common prefix: keys are UTF-8, never 0xFF.
                     let mut skip = object_key(bucket, common);
                     skip.push(0xff);
                     cursor = Some(skip);
                     jumped = true;
+                    // A prefix at or before the marker was returned on an earlier page.
+                    if after.is_some_and(|a| common <= a) {
+                        break;
+                    }
+                    if out.len() >= max_keys {
+                        out.truncated = true;
+                        return Ok(out);
+                    }
+                    out.common_prefixes.push(common.to_string());
+                    out.last = Some(common.to_string());
                     break;
+                }
+                if out.len() >= max_keys {
+                    out.truncated = true;
+                    return Ok(out);
                 }
                 let meta = ObjectRecord::decode(value).map_err(internal)?;
                 out.last = Some(key.to_string());

@@ -166,6 +166,21 @@ def main_phase(s3, env):
             break
         marker = seen[-1]
     check(seen == sorted(k for k in keys if k.startswith("dir1/")), "v1 pagination")
+    # Paging with a delimiter: every common prefix and key exactly once.
+    for style in ["v1", "v2"]:
+        items, token = [], None
+        while True:
+            if style == "v2":
+                kw = {"ContinuationToken": token} if token else {}
+                page = s3.list_objects_v2(Bucket="alpha", Delimiter="/", MaxKeys=2, **kw)
+            else:
+                page = s3.list_objects(Bucket="alpha", Delimiter="/", MaxKeys=2, Marker=token or "")
+            items += [p["Prefix"] for p in page.get("CommonPrefixes", [])] + [o["Key"] for o in page.get("Contents", [])]
+            if not page["IsTruncated"]:
+                break
+            token = page["NextContinuationToken"] if style == "v2" else page["NextMarker"]
+        want = ["big-copy", "dir0/", "dir1/", "dir2/", "fresh", "meta", "meta-copy", "sizes/"]
+        check(sorted(items) == want, f"{style} delimiter paging: {items}")
     after = s3.list_objects_v2(Bucket="alpha", Prefix="dir2/", StartAfter="dir2/file 038+x")
     check([o["Key"] for o in after["Contents"]] == ["dir2/file 039+x"], "start-after")
     paginator = s3.get_paginator("list_objects_v2")
