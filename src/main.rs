@@ -170,16 +170,7 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
     })
     .await?;
     let addr = format!("{}/p2p/{}", node.listen_addr(), node.peer_id());
-    let http_listen: std::net::SocketAddr = cfg
-        .http_listen
-        .as_deref()
-        .unwrap_or("127.0.0.1:0")
-        .parse()
-        .context("http_listen address")?;
-    let http = node
-        .serve_http(http_listen)
-        .await
-        .context("starting the HTTP endpoint")?;
+    let http = start_http(&node, cfg.http_listen.as_deref()).await?;
     let info = NodeFile {
         peer_id: node.peer_id().to_string(),
         addr: addr.clone(),
@@ -191,17 +182,7 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
         &serde_json::to_vec_pretty(&info)?,
         0o644,
     )?;
-    for b in &cfg.bootstrap {
-        let Some((peer, dial)) = b.parse().ok().as_ref().and_then(hadss::node::client::split_peer_addr) else {
-            tracing::warn!(bootstrap = %b, "bootstrap address must end in /p2p/<peer id>; skipped");
-            continue;
-        };
-        node.add_peer_address(peer, dial).await;
-        match node.pull_map(peer).await {
-            Ok(epoch) => tracing::info!(%peer, epoch, "map pulled from bootstrap peer"),
-            Err(e) => tracing::info!(%peer, error = %e, "no map from bootstrap peer yet"),
-        }
-    }
+    pull_map_from_bootstrap(&node, &cfg.bootstrap).await;
     println!(
         "storage node {} listening on {addr}; health and metrics on http://{}",
         node.peer_id(),
@@ -236,28 +217,8 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
         })
         .await?,
     );
-    // The map: the one persisted from the last run, or from a bootstrap peer.
-    for b in &cfg.bootstrap {
-        let Some((peer, dial)) = b.parse().ok().as_ref().and_then(hadss::node::client::split_peer_addr) else {
-            tracing::warn!(bootstrap = %b, "bootstrap address must end in /p2p/<peer id>; skipped");
-            continue;
-        };
-        node.add_peer_address(peer, dial).await;
-        match node.pull_map(peer).await {
-            Ok(epoch) => tracing::info!(%peer, epoch, "map pulled from bootstrap peer"),
-            Err(e) => tracing::info!(%peer, error = %e, "no newer map from bootstrap peer"),
-        }
-    }
-    let http_listen: std::net::SocketAddr = cfg
-        .http_listen
-        .as_deref()
-        .unwrap_or("127.0.0.1:0")
-        .parse()
-        .context("http_listen address")?;
-    let http = node
-        .serve_http(http_listen)
-        .await
-        .context("starting the HTTP endpoint")?;
+    pull_map_from_bootstrap(&node, &cfg.bootstrap).await;
+    let http = start_http(&node, cfg.http_listen.as_deref()).await?;
     let s3 = hadss::gateway::serve(
         cfg.s3_listen.parse().context("s3_listen address")?,
         node.clone(),
@@ -278,6 +239,28 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     drop(s3);
     drop(http);
     Ok(())
+}
+
+/// Adopts the newest map any bootstrap peer holds (a node started before has its own).
+async fn pull_map_from_bootstrap(node: &Node, bootstrap: &[String]) {
+    for b in bootstrap {
+        let Some((peer, dial)) = b.parse().ok().as_ref().and_then(hadss::node::client::split_peer_addr) else {
+            tracing::warn!(bootstrap = %b, "bootstrap address must end in /p2p/<peer id>; skipped");
+            continue;
+        };
+        node.add_peer_address(peer, dial).await;
+        match node.pull_map(peer).await {
+            Ok(epoch) => tracing::info!(%peer, epoch, "map pulled from bootstrap peer"),
+            Err(e) => tracing::info!(%peer, error = %e, "no newer map from bootstrap peer"),
+        }
+    }
+}
+
+/// Serves `/health`, `/ready` and `/metrics` on `listen` (default: an ephemeral port on
+/// 127.0.0.1).
+async fn start_http(node: &Node, listen: Option<&str>) -> anyhow::Result<hadss::observe::HttpEndpoint> {
+    let addr: std::net::SocketAddr = listen.unwrap_or("127.0.0.1:0").parse().context("http_listen address")?;
+    node.serve_http(addr).await.context("starting the HTTP endpoint")
 }
 
 async fn wait_for_shutdown() -> anyhow::Result<()> {

@@ -13,6 +13,21 @@ use super::model::*;
 use crate::node::Node;
 use crate::storage::records::{Hlc, Record, RecordValue, Version};
 
+/// The `x-amz-checksum-*` headers of an upload input (PutObject and UploadPart name them
+/// alike).
+macro_rules! given_checksums {
+    ($input:expr) => {
+        Checksum {
+            checksum_crc32: $input.checksum_crc32.clone(),
+            checksum_crc32c: $input.checksum_crc32c.clone(),
+            checksum_crc64nvme: $input.checksum_crc64nvme.clone(),
+            checksum_sha1: $input.checksum_sha1.clone(),
+            checksum_sha256: $input.checksum_sha256.clone(),
+            ..Default::default()
+        }
+    };
+}
+
 /// Chunk writes in flight per PUT (bounds its memory to this many chunks plus one).
 pub const CHUNKS_IN_FLIGHT_MAX: usize = 4;
 /// Chunks fetched ahead of the one being sent, per GET.
@@ -399,6 +414,12 @@ fn encode_key(s: &str, encoding: Option<&EncodingType>) -> String {
     }
 }
 
+fn common_prefix(prefix: &str, encoding: Option<&EncodingType>) -> CommonPrefix {
+    CommonPrefix {
+        prefix: Some(encode_key(prefix, encoding)),
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -626,14 +647,7 @@ impl S3 for HadssS3 {
         } = req;
         let expected = super::checksum::Expected::from_request(
             &headers,
-            Checksum {
-                checksum_crc32: input.checksum_crc32.clone(),
-                checksum_crc32c: input.checksum_crc32c.clone(),
-                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-                checksum_sha1: input.checksum_sha1.clone(),
-                checksum_sha256: input.checksum_sha256.clone(),
-                ..Default::default()
-            },
+            given_checksums!(input),
             input.content_md5.clone(),
             input.checksum_algorithm.clone(),
         );
@@ -916,13 +930,7 @@ impl S3 for HadssS3 {
                     .map(|(k, m)| Self::to_object(k, m, enc))
                     .collect(),
             ),
-            common_prefixes: Some(
-                listing
-                    .common_prefixes
-                    .iter()
-                    .map(|p| CommonPrefix { prefix: Some(code(p)) })
-                    .collect(),
-            ),
+            common_prefixes: Some(listing.common_prefixes.iter().map(|p| common_prefix(p, enc)).collect()),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -968,13 +976,7 @@ impl S3 for HadssS3 {
                     .map(|(k, m)| Self::to_object(k, m, enc))
                     .collect(),
             ),
-            common_prefixes: Some(
-                listing
-                    .common_prefixes
-                    .iter()
-                    .map(|p| CommonPrefix { prefix: Some(code(p)) })
-                    .collect(),
-            ),
+            common_prefixes: Some(listing.common_prefixes.iter().map(|p| common_prefix(p, enc)).collect()),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1023,14 +1025,7 @@ impl S3 for HadssS3 {
         self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let expected = super::checksum::Expected::from_request(
             &headers,
-            Checksum {
-                checksum_crc32: input.checksum_crc32.clone(),
-                checksum_crc32c: input.checksum_crc32c.clone(),
-                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-                checksum_sha1: input.checksum_sha1.clone(),
-                checksum_sha256: input.checksum_sha256.clone(),
-                ..Default::default()
-            },
+            given_checksums!(input),
             input.content_md5.clone(),
             input.checksum_algorithm.clone(),
         );
@@ -1341,13 +1336,7 @@ impl S3 for HadssS3 {
             },
             next_version_id_marker: listing.truncated.then(|| "null".to_string()),
             versions: Some(versions),
-            common_prefixes: Some(
-                listing
-                    .common_prefixes
-                    .iter()
-                    .map(|p| CommonPrefix { prefix: Some(code(p)) })
-                    .collect(),
-            ),
+            common_prefixes: Some(listing.common_prefixes.iter().map(|p| common_prefix(p, enc)).collect()),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
