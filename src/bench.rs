@@ -174,6 +174,7 @@ async fn start_cluster(dir: &std::path::Path, size_max: usize) -> anyhow::Result
         write_timeouts: Default::default(),
         zone: zone.into(),
         swim: hadss::config::SwimPreset::Lan.config(4),
+        role: swim::Role::Storage,
     };
     let mut nodes = Vec::new();
     for i in 0..3 {

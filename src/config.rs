@@ -63,6 +63,80 @@ pub struct StorageConfig {
     pub http_listen: Option<String>,
 }
 
+/// `hadss monitor --config FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorFileConfig {
+    /// Where the monitor keeps its node key, Raft log and state, and the map it holds.
+    pub data_dir: PathBuf,
+    /// libp2p listen address, e.g. `/ip4/0.0.0.0/tcp/7100`.
+    pub listen: String,
+    /// Address of `/health`, `/ready` and `/metrics` (default: ephemeral on 127.0.0.1).
+    #[serde(default)]
+    pub http_listen: Option<String>,
+    /// File holding the cluster secret.
+    pub cluster_secret_file: PathBuf,
+    /// File holding the monitors' map-signing key (`map.key`, private).
+    pub map_key_file: PathBuf,
+    /// Failure domain.
+    #[serde(default)]
+    pub zone: String,
+    /// The first monitors, `/ip4/…/tcp/…/p2p/<peer id>`, the same list on each (this one
+    /// included). Read only on a monitor's first start; leave empty for a monitor that a
+    /// running quorum adds with `hadss admin monitor add`.
+    #[serde(default)]
+    pub initial_monitors: Vec<String>,
+    /// Admit storage nodes that ask to join (they hold the cluster secret) without an
+    /// operator's `hadss admin node admit`.
+    #[serde(default)]
+    pub auto_admit: bool,
+    /// Copies of every chunk and record in the first map (N).
+    #[serde(default = "default_replication")]
+    pub replication: u8,
+    /// Durable copies before a write is acknowledged in the first map (W).
+    #[serde(default = "default_quorum")]
+    pub write_quorum: u8,
+    /// Replicas asked on a read in the first map (R).
+    #[serde(default = "default_quorum")]
+    pub read_quorum: u8,
+    /// Partitions, fixed for the life of the cluster.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Membership timing.
+    #[serde(default)]
+    pub swim_preset: SwimPreset,
+    /// Raft leader heartbeat period.
+    #[serde(default)]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Shortest Raft election timeout (the longest is twice this).
+    #[serde(default)]
+    pub raft_election_timeout_ms: Option<u64>,
+}
+
+fn default_replication() -> u8 {
+    3
+}
+
+fn default_quorum() -> u8 {
+    2
+}
+
+fn default_partitions() -> u32 {
+    1024
+}
+
+impl MonitorFileConfig {
+    /// Loads a config file, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<MonitorFileConfig, ConfigError> {
+        let mut cfg: MonitorFileConfig = read_toml(path)?;
+        resolve(
+            path,
+            [&mut cfg.data_dir, &mut cfg.cluster_secret_file, &mut cfg.map_key_file],
+        );
+        Ok(cfg)
+    }
+}
+
 /// `hadss gateway --config FILE`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -80,6 +80,7 @@ fn node_config(
         write_timeouts: Default::default(),
         zone: zone.into(),
         swim: hadss::config::SwimPreset::Fast.config(DEV_STORAGE_NODES as u32 + 1),
+        role: swim::Role::Storage,
     }
 }
 

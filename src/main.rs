@@ -1,6 +1,9 @@
 //! `hadss`: the one binary of HADSS. `dev` runs a whole local cluster with an S3 endpoint in
-//! one process; `storage` runs a storage node; `admin` creates the cluster's secrets and
-//! signed maps and hands a map to a running node; `bench` measures.
+//! one process; `monitor`, `storage` and `gateway` run the production roles; `admin` creates
+//! the cluster's secrets, shows the cluster and proposes map changes to the monitors (and,
+//! for clusters without monitors, signs maps offline); `bench` measures.
+
+mod admin;
 
 mod bench;
 mod dev;
@@ -31,6 +34,12 @@ struct Cli {
 enum Command {
     /// Run a local cluster (three storage nodes and an S3 gateway) in this process.
     Dev(dev::DevOptions),
+    /// Run a monitor (one member of the Raft quorum that publishes the cluster map).
+    Monitor {
+        /// The monitor's TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run a storage node.
     Storage {
         /// The node's TOML config file.
@@ -60,6 +69,23 @@ enum Bench {
 
 #[derive(Subcommand, Debug)]
 enum Admin {
+    /// Show the cluster map, node liveness, nodes waiting for admission and the monitors'
+    /// Raft state (any one monitor answers; no quorum needed).
+    Status(admin::Status),
+    /// Change a storage node: admit, in, out, drain, remove, zone, weight.
+    #[command(subcommand)]
+    Node(admin::NodeCmd),
+    /// Set the replication policy (N, W, R; refused outside safe bounds).
+    Policy(admin::PolicyCmd),
+    /// Add or remove a monitor (Raft membership change).
+    #[command(subcommand)]
+    Monitor(admin::MonitorCmd),
+    /// Create a node key in a data dir if it has none and print its peer id.
+    NodeId {
+        /// The node's data dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Create a cluster secret (`cluster.secret`) and a map-signing key (`map.key`, `map.pub`).
     Init {
         /// Directory to write them to.
@@ -142,6 +168,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
         Command::Dev(opts) => runtime.block_on(dev::run(opts, wait_for_shutdown())),
+        Command::Monitor { config } => runtime.block_on(run_monitor(&config)),
         Command::Storage { config } => runtime.block_on(run_storage(&config)),
         Command::Gateway { config } => runtime.block_on(run_gateway(&config)),
         Command::Admin(admin) => runtime.block_on(run_admin(admin)),
@@ -167,6 +194,7 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
         write_timeouts: Default::default(),
         zone: cfg.zone.clone(),
         swim: cfg.swim_preset.config(16),
+        role: swim::Role::Storage,
     })
     .await?;
     let addr = format!("{}/p2p/{}", node.listen_addr(), node.peer_id());
@@ -183,6 +211,12 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
         0o644,
     )?;
     pull_map_from_bootstrap(&node, &cfg.bootstrap).await;
+    let node = std::sync::Arc::new(node);
+    let join = tokio::spawn(hadss::monitor::client::join_until_member(
+        node.clone(),
+        bootstrap_peers(&cfg.bootstrap),
+        cfg.zone.clone(),
+    ));
     println!(
         "storage node {} listening on {addr}; health and metrics on http://{}",
         node.peer_id(),
@@ -190,9 +224,87 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
     );
     wait_for_shutdown().await?;
     tracing::info!("shutting down");
+    join.abort();
     drop(http);
     drop(node);
     Ok(())
+}
+
+async fn run_monitor(config_path: &Path) -> anyhow::Result<()> {
+    let cfg = hadss::config::MonitorFileConfig::load(config_path)?;
+    let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
+    let map_key = hadss::cluster::keys::load_map_keypair(&cfg.map_key_file)?;
+    let initial_monitors = cfg
+        .initial_monitors
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("initial monitor {a}")))
+        .collect::<anyhow::Result<Vec<Multiaddr>>>()?;
+    let mut timing = hadss::monitor::RaftTiming::default();
+    if let Some(h) = cfg.raft_heartbeat_ms {
+        timing.heartbeat_ms = h;
+    }
+    if let Some(e) = cfg.raft_election_timeout_ms {
+        timing.election_timeout_min_ms = e;
+        timing.election_timeout_max_ms = e * 2;
+    }
+    let monitor = hadss::monitor::Monitor::start(hadss::monitor::MonitorConfig {
+        node: NodeConfig {
+            data_dir: cfg.data_dir.clone(),
+            listen: cfg.listen.parse().context("listen address")?,
+            secret,
+            map_key: map_key.public(),
+            chunk_options: chunkstore::Options::default(),
+            write_timeouts: Default::default(),
+            zone: cfg.zone.clone(),
+            swim: cfg.swim_preset.config(16),
+            role: swim::Role::Monitor,
+        },
+        map_key,
+        initial_monitors,
+        auto_admit: cfg.auto_admit,
+        policy: ReplicationPolicy {
+            replication: cfg.replication,
+            write_quorum: cfg.write_quorum,
+            read_quorum: cfg.read_quorum,
+        },
+        partitions: cfg.partitions,
+        timing,
+    })
+    .await?;
+    let node = monitor.node().clone();
+    let addr = format!("{}/p2p/{}", node.listen_addr(), node.peer_id());
+    let http = start_http(&node, cfg.http_listen.as_deref()).await?;
+    let info = NodeFile {
+        peer_id: node.peer_id().to_string(),
+        addr: addr.clone(),
+        zone: cfg.zone.clone(),
+        http_addr: http.local_addr().to_string(),
+    };
+    hadss::fsutil::write_durably(
+        &cfg.data_dir.join("node.json"),
+        &serde_json::to_vec_pretty(&info)?,
+        0o644,
+    )?;
+    println!(
+        "monitor {} (raft id {}) listening on {addr}; health and metrics on http://{}",
+        node.peer_id(),
+        monitor.raft_id(),
+        http.local_addr()
+    );
+    wait_for_shutdown().await?;
+    tracing::info!("shutting down");
+    monitor.shutdown().await;
+    drop(http);
+    drop(monitor);
+    Ok(())
+}
+
+/// The bootstrap addresses that name their peer.
+fn bootstrap_peers(bootstrap: &[String]) -> Vec<(PeerId, Multiaddr)> {
+    bootstrap
+        .iter()
+        .filter_map(|b| b.parse().ok().as_ref().and_then(hadss::node::client::split_peer_addr))
+        .collect()
 }
 
 async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
@@ -214,6 +326,7 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
             write_timeouts: Default::default(),
             zone: "gateway".into(),
             swim: hadss::config::SwimPreset::Lan.config(16),
+            role: swim::Role::Gateway,
         })
         .await?,
     );
@@ -274,6 +387,11 @@ async fn wait_for_shutdown() -> anyhow::Result<()> {
 
 async fn run_admin(admin: Admin) -> anyhow::Result<()> {
     match admin {
+        Admin::Status(cmd) => admin::status(cmd).await?,
+        Admin::Node(cmd) => admin::node(cmd).await?,
+        Admin::Policy(cmd) => admin::policy(cmd).await?,
+        Admin::Monitor(cmd) => admin::monitor(cmd).await?,
+        Admin::NodeId { data_dir } => admin::node_id(&data_dir)?,
         Admin::Init { dir } => {
             std::fs::create_dir_all(&dir)?;
             hadss::net::identity::create_cluster_secret(&dir.join("cluster.secret"))?;

@@ -148,6 +148,7 @@ async fn five_storage_processes_survive_a_kill() {
             write_timeouts: Default::default(),
             zone: "client".into(),
             swim: hadss::config::SwimPreset::Fast.config(8),
+            role: swim::Role::Gateway,
         })
         .await
         .unwrap();

@@ -1,6 +1,8 @@
 //! The cluster layer: the signed cluster map (`map`) and placement computed from it
-//! (`placement`). Pure data and functions: no I/O except persisting the newest map.
+//! (`placement`), and the rules by which a map moves to its next epoch (`change`). Pure data
+//! and functions: no I/O except persisting the newest map.
 
+pub mod change;
 pub mod keys;
 pub mod map;
 pub mod placement;

@@ -11,7 +11,9 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 
-use super::protocol::{MAP_LIMITS, MAP_PROTOCOL, MapRequest, MapResponse};
+use super::protocol::{
+    ADMIN_LIMITS, ADMIN_PROTOCOL, AdminRequest, AdminResponse, MAP_LIMITS, MAP_PROTOCOL, MapRequest, MapResponse,
+};
 use crate::net::codec::PostcardCodec;
 use crate::net::transport::build_swarm;
 
@@ -29,11 +31,35 @@ pub fn split_peer_addr(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
 
 /// Sends one map request to the node at `addr` (which must end in `/p2p/<peer id>`).
 pub async fn map_request(secret: PreSharedKey, addr: &Multiaddr, request: MapRequest) -> anyhow::Result<MapResponse> {
+    one_off(secret, addr, MAP_PROTOCOL, MAP_LIMITS, request).await
+}
+
+/// Sends one admin request to the node at `addr` (which must end in `/p2p/<peer id>`).
+pub async fn admin_request(
+    secret: PreSharedKey,
+    addr: &Multiaddr,
+    request: AdminRequest,
+) -> anyhow::Result<AdminResponse> {
+    one_off(secret, addr, ADMIN_PROTOCOL, ADMIN_LIMITS, request).await
+}
+
+/// One request of one protocol to one node, from a throwaway identity.
+async fn one_off<Req, Resp>(
+    secret: PreSharedKey,
+    addr: &Multiaddr,
+    protocol: libp2p::StreamProtocol,
+    limits: crate::net::codec::FrameLimits,
+    request: Req,
+) -> anyhow::Result<Resp>
+where
+    Req: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
+    Resp: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
+{
     let (peer, dial) = split_peer_addr(addr).ok_or_else(|| anyhow::anyhow!("{addr} does not end in /p2p/<peer id>"))?;
     let mut swarm = build_swarm(Keypair::generate_ed25519(), secret, |_| {
-        request_response::Behaviour::<PostcardCodec<MapRequest, MapResponse>>::with_codec(
-            PostcardCodec::new(MAP_LIMITS),
-            [(MAP_PROTOCOL, ProtocolSupport::Outbound)],
+        request_response::Behaviour::<PostcardCodec<Req, Resp>>::with_codec(
+            PostcardCodec::new(limits),
+            [(protocol, ProtocolSupport::Outbound)],
             request_response::Config::default().with_request_timeout(Duration::from_millis(ONE_OFF_TIMEOUT_MS)),
         )
     })?;

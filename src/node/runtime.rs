@@ -83,6 +83,18 @@ pub struct NodeConfig {
     pub zone: String,
     /// Membership protocol settings.
     pub swim: swim::SwimConfig,
+    /// The role this node announces in SWIM (a node's role in placement comes from the map).
+    pub role: swim::Role,
+}
+
+/// What a monitor plugs into its node: the node runtime carries Raft frames and admin
+/// requests, the monitor (`crate::monitor`) answers them. Both get the libp2p-authenticated
+/// sender.
+pub trait MonitorService: Send + Sync + 'static {
+    /// Answers one Raft frame.
+    fn raft(&self, from: PeerId, frame: RaftFrame) -> futures::future::BoxFuture<'static, RaftFrame>;
+    /// Answers one admin request.
+    fn admin(&self, from: PeerId, request: AdminRequest) -> futures::future::BoxFuture<'static, AdminResponse>;
 }
 
 #[derive(NetworkBehaviour)]
@@ -91,6 +103,8 @@ struct Behaviour {
     meta: request_response::Behaviour<PostcardCodec<MetaRequest, MetaResponse>>,
     map: request_response::Behaviour<PostcardCodec<MapRequest, MapResponse>>,
     swim: request_response::Behaviour<PostcardCodec<SwimPacket, SwimDelivered>>,
+    raft: request_response::Behaviour<PostcardCodec<RaftFrame, RaftFrame>>,
+    admin: request_response::Behaviour<PostcardCodec<AdminRequest, AdminResponse>>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -99,9 +113,13 @@ enum Command {
     Chunk(PeerId, ChunkRequest, Reply<ChunkResponse>),
     Meta(PeerId, MetaRequest, Reply<MetaResponse>),
     Map(PeerId, MapRequest, Reply<MapResponse>),
+    Raft(PeerId, RaftFrame, Reply<RaftFrame>),
+    Admin(PeerId, AdminRequest, Reply<AdminResponse>),
     RespondChunk(ResponseChannel<ChunkResponse>, ChunkResponse),
     RespondMeta(ResponseChannel<MetaResponse>, MetaResponse),
     RespondMap(ResponseChannel<MapResponse>, MapResponse),
+    RespondRaft(ResponseChannel<RaftFrame>, RaftFrame),
+    RespondAdmin(ResponseChannel<AdminResponse>, AdminResponse),
     AddAddresses(Vec<(PeerId, Multiaddr)>),
     SwimSend(PeerId, Vec<u8>),
 }
@@ -238,6 +256,9 @@ struct Inner {
     up: RwLock<HashSet<NodeId>>,
     swim: swim::driver::SwimHandle,
     swim_in: mpsc::Sender<swim::driver::Incoming>,
+    role: swim::Role,
+    /// Set on monitors: answers Raft frames and admin requests.
+    monitor: std::sync::OnceLock<Arc<dyn MonitorService>>,
 }
 
 /// A running node. Dropping it stops the network loop (as a crash would, minus the disk).
@@ -317,6 +338,16 @@ impl Node {
                 [(MAP_PROTOCOL, ProtocolSupport::Full)],
                 rr_config.clone(),
             ),
+            raft: request_response::Behaviour::with_codec(
+                PostcardCodec::new(RAFT_LIMITS),
+                [(RAFT_PROTOCOL, ProtocolSupport::Full)],
+                rr_config.clone(),
+            ),
+            admin: request_response::Behaviour::with_codec(
+                PostcardCodec::new(ADMIN_LIMITS),
+                [(ADMIN_PROTOCOL, ProtocolSupport::Full)],
+                rr_config.clone(),
+            ),
             swim: request_response::Behaviour::with_codec(
                 PostcardCodec::new(SWIM_LIMITS),
                 [(SWIM_PROTOCOL, ProtocolSupport::Full)],
@@ -340,7 +371,7 @@ impl Node {
         let identity = swim::NodeIdentity::new(
             swim::PeerId::new(&peer_id.to_bytes())?,
             vec![listen_addr.to_string()],
-            swim::Role::Storage,
+            config.role,
             config.zone.clone(),
             generation,
         )?;
@@ -378,6 +409,8 @@ impl Node {
             up: RwLock::new(HashSet::new()),
             swim: swim_handle,
             swim_in: swim_in_tx,
+            role: config.role,
+            monitor: std::sync::OnceLock::new(),
         });
         tokio::spawn(follow_membership(swim_events, Arc::downgrade(&inner)));
         tokio::spawn(handoff_loop(Arc::downgrade(&inner), inner.handoff_nudge.clone()));
@@ -546,6 +579,66 @@ impl Node {
         limit: usize,
     ) -> anyhow::Result<(Vec<Record>, bool)> {
         self.inner.clone().scan_records(partition, prefix, after, limit).await
+    }
+
+    /// Makes this node answer Raft and admin requests with `service` (monitors). Only the
+    /// first call takes effect.
+    pub fn set_monitor_service(&self, service: Arc<dyn MonitorService>) -> bool {
+        self.inner.monitor.set(service).is_ok()
+    }
+
+    /// Sends one Raft frame to `peer` and waits for its answer.
+    pub async fn raft_request(&self, peer: PeerId, frame: RaftFrame) -> anyhow::Result<RaftFrame> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Raft(peer, frame, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("node stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("node stopped"))?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Sends one admin request to `peer` and waits for its answer.
+    pub async fn admin_request(&self, peer: PeerId, request: AdminRequest) -> anyhow::Result<AdminResponse> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Admin(peer, request, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("node stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("node stopped"))?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Offers a signed map to `peer` (which adopts it if it verifies and is newer).
+    pub async fn offer_map_to(&self, peer: PeerId, env: MapEnvelope) -> anyhow::Result<MapResponse> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Map(peer, MapRequest::Offer(env), tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("node stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("node stopped"))?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The map this node holds.
+    pub fn map(&self) -> Option<ClusterMap> {
+        self.inner.view().map(|v| v.0.clone())
+    }
+
+    /// The node ids SWIM reports (up, down), excluding this node.
+    pub fn liveness(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let read = |s: &RwLock<HashSet<NodeId>>| {
+            let mut v: Vec<NodeId> = s.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+            v.sort();
+            v
+        };
+        (read(&self.inner.up), read(&self.inner.down))
     }
 
     /// The partition a record key belongs to under the current map.
@@ -1400,6 +1493,8 @@ struct Pending {
     chunk: HashMap<OutboundRequestId, Reply<ChunkResponse>>,
     meta: HashMap<OutboundRequestId, Reply<MetaResponse>>,
     map: HashMap<OutboundRequestId, Reply<MapResponse>>,
+    raft: HashMap<OutboundRequestId, Reply<RaftFrame>>,
+    admin: HashMap<OutboundRequestId, Reply<AdminResponse>>,
 }
 
 async fn run_loop(mut swarm: Swarm<Behaviour>, mut cmd_rx: mpsc::Receiver<Command>, inner: Arc<Inner>) {
@@ -1427,6 +1522,12 @@ fn handle_command(swarm: &mut Swarm<Behaviour>, pending: &mut Pending, cmd: Comm
         Command::Map(peer, req, reply) => {
             pending.map.insert(b.map.send_request(&peer, req), reply);
         }
+        Command::Raft(peer, req, reply) => {
+            pending.raft.insert(b.raft.send_request(&peer, req), reply);
+        }
+        Command::Admin(peer, req, reply) => {
+            pending.admin.insert(b.admin.send_request(&peer, req), reply);
+        }
         Command::RespondChunk(channel, resp) => {
             let _ = b.chunk.send_response(channel, resp);
         }
@@ -1435,6 +1536,12 @@ fn handle_command(swarm: &mut Swarm<Behaviour>, pending: &mut Pending, cmd: Comm
         }
         Command::RespondMap(channel, resp) => {
             let _ = b.map.send_response(channel, resp);
+        }
+        Command::RespondRaft(channel, resp) => {
+            let _ = b.raft.send_response(channel, resp);
+        }
+        Command::RespondAdmin(channel, resp) => {
+            let _ = b.admin.send_response(channel, resp);
         }
         Command::AddAddresses(addrs) => {
             for (peer, addr) in addrs {
@@ -1452,12 +1559,12 @@ fn handle_command(swarm: &mut Swarm<Behaviour>, pending: &mut Pending, cmd: Comm
 macro_rules! route {
     ($event:expr, $pending:expr, $inner:expr, $handler:expr, $respond:path, $redial:expr) => {
         match $event {
-            request_response::Event::Message { message, .. } => match message {
+            request_response::Event::Message { message, peer, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let inner = $inner.clone();
                     tokio::spawn(async move {
                         let cmd = inner.cmd.clone();
-                        let response = $handler(inner, request).await;
+                        let response = $handler(inner, peer, request).await;
                         let _ = cmd.send($respond(channel, response)).await;
                     });
                 }
@@ -1502,16 +1609,36 @@ fn handle_event(
                 e,
                 pending.chunk,
                 inner,
-                Inner::handle_chunk,
+                |i: Arc<Inner>, _, r| Inner::handle_chunk(i, r),
                 Command::RespondChunk,
                 redial
             )
         }
         SwarmEvent::Behaviour(BehaviourEvent::Meta(e)) => {
-            route!(e, pending.meta, inner, Inner::handle_meta, Command::RespondMeta, redial)
+            route!(
+                e,
+                pending.meta,
+                inner,
+                |i: Arc<Inner>, _, r| Inner::handle_meta(i, r),
+                Command::RespondMeta,
+                redial
+            )
         }
         SwarmEvent::Behaviour(BehaviourEvent::Map(e)) => {
-            route!(e, pending.map, inner, handle_map, Command::RespondMap, redial)
+            route!(
+                e,
+                pending.map,
+                inner,
+                |i, _, r| handle_map(i, r),
+                Command::RespondMap,
+                redial
+            )
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Raft(e)) => {
+            route!(e, pending.raft, inner, handle_raft, Command::RespondRaft, redial)
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Admin(e)) => {
+            route!(e, pending.admin, inner, handle_admin, Command::RespondAdmin, redial)
         }
         SwarmEvent::Behaviour(BehaviourEvent::Swim(e)) => handle_swim(swarm, inner, e),
         SwarmEvent::IncomingConnectionError {
@@ -1540,6 +1667,30 @@ async fn handle_map(inner: Arc<Inner>, request: MapRequest) -> MapResponse {
             Err(e) => MapResponse::Refused(e.to_string()),
         },
     }
+}
+
+/// Raft frames go to the monitor service; a node that is not a monitor answers an empty
+/// frame, which the sender cannot decode (an error there, never a vote or an ack).
+async fn handle_raft(inner: Arc<Inner>, peer: PeerId, frame: RaftFrame) -> RaftFrame {
+    match inner.monitor.get() {
+        Some(m) => m.raft(peer, frame).await,
+        None => RaftFrame(Vec::new()),
+    }
+}
+
+/// Admin requests go to the monitor service; other nodes point at the monitors they know.
+async fn handle_admin(inner: Arc<Inner>, peer: PeerId, request: AdminRequest) -> AdminResponse {
+    if let Some(m) = inner.monitor.get() {
+        return m.admin(peer, request).await;
+    }
+    let monitors = inner.view().map_or_else(Vec::new, |v| {
+        v.0.nodes
+            .iter()
+            .filter(|n| n.role == crate::cluster::Role::Monitor)
+            .filter_map(|n| Some(format!("{}/p2p/{}", n.addrs.first()?, peer_of(&n.id)?)))
+            .collect()
+    });
+    AdminResponse::NotMonitor { monitors }
 }
 
 /// Gives the swarm back the addresses the map names for `peer` (libp2p forgets the ones
@@ -1678,7 +1829,7 @@ impl crate::observe::Observable for Inner {
         let read = |s: &RwLock<HashSet<NodeId>>| s.read().unwrap_or_else(|p| p.into_inner()).len();
         let peer = peer_of(&self.node_id).map(|p| p.to_string()).unwrap_or_default();
         serde_json::json!({
-            "role": "storage",
+            "role": format!("{:?}", self.role).to_lowercase(),
             "peer_id": peer,
             "epoch": self.view().map_or(0, |v| v.0.epoch),
             "members_up": read(&self.up),

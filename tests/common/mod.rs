@@ -29,6 +29,7 @@ pub fn config(
         write_timeouts: Default::default(),
         zone: format!("z{}", i % 3),
         swim: hadss::config::SwimPreset::Fast.config(cluster_size as u32),
+        role: swim::Role::Storage,
     }
 }
 

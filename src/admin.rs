@@ -1,0 +1,316 @@
+//! `hadss admin` commands that talk to the monitors: status, node and policy changes,
+//! monitor membership. Each change is sent under one request id and retried across the
+//! monitors until it commits or is refused, so it applies at most once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use hadss::cluster::change::{Change, show_id};
+use hadss::cluster::{NodeId, NodeState, ReplicationPolicy};
+use hadss::monitor::state::{Op, Outcome};
+use hadss::node::protocol::{AdminRequest, AdminResponse};
+use libp2p::{Multiaddr, PeerId};
+
+/// How to reach the monitors.
+#[derive(Args, Debug, Clone)]
+pub struct Monitors {
+    /// The cluster secret file.
+    #[arg(long, env = "HADSS_CLUSTER_SECRET_FILE")]
+    secret: PathBuf,
+    /// A monitor (or any node, which names the monitors), `/ip4/…/tcp/…/p2p/<peer id>`;
+    /// repeat or separate with commas.
+    #[arg(long = "monitor", env = "HADSS_MONITORS", value_delimiter = ',', required = true)]
+    monitors: Vec<Multiaddr>,
+    /// Give up after this long without a decision (the monitor quorum is unavailable).
+    #[arg(long, default_value_t = 20)]
+    timeout_s: u64,
+}
+
+/// `hadss admin status`.
+#[derive(Args, Debug)]
+pub struct Status {
+    #[command(flatten)]
+    monitors: Monitors,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `hadss admin node …`.
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Admit a storage node that asked to join (see `status`).
+    Admit(NodeArg),
+    /// Put a node back into placement.
+    In(NodeArg),
+    /// Take a node out of placement.
+    Out(NodeArg),
+    /// Stop giving a node new partitions (it keeps serving what it has).
+    Drain(NodeArg),
+    /// Remove a node from the map.
+    Remove(NodeArg),
+    /// Set a node's zone.
+    Zone {
+        #[command(flatten)]
+        node: NodeArg,
+        /// The zone.
+        zone: String,
+    },
+    /// Set a node's weight (relative share of partitions; 0 takes none).
+    Weight {
+        #[command(flatten)]
+        node: NodeArg,
+        /// The weight.
+        weight: u32,
+    },
+}
+
+/// One node of a `node` command.
+#[derive(Args, Debug)]
+pub struct NodeArg {
+    #[command(flatten)]
+    monitors: Monitors,
+    /// The node's peer id.
+    peer: PeerId,
+}
+
+/// `hadss admin policy`.
+#[derive(Args, Debug)]
+pub struct PolicyCmd {
+    #[command(flatten)]
+    monitors: Monitors,
+    /// Copies of every chunk and record (N).
+    #[arg(long)]
+    replication: u8,
+    /// Durable copies before a write is acknowledged (W).
+    #[arg(long)]
+    write_quorum: u8,
+    /// Replicas asked on a read (R).
+    #[arg(long)]
+    read_quorum: u8,
+}
+
+/// `hadss admin monitor …`.
+#[derive(Subcommand, Debug)]
+pub enum MonitorCmd {
+    /// Add a running monitor (started with empty `initial_monitors`) to the quorum.
+    Add {
+        #[command(flatten)]
+        monitors: Monitors,
+        /// The new monitor, `/ip4/…/tcp/…/p2p/<peer id>`.
+        #[arg(long)]
+        addr: Multiaddr,
+        /// Its zone.
+        #[arg(long, default_value = "")]
+        zone: String,
+    },
+    /// Remove a monitor from the quorum.
+    Remove {
+        #[command(flatten)]
+        monitors: Monitors,
+        /// The monitor's peer id.
+        peer: PeerId,
+    },
+}
+
+impl Monitors {
+    fn secret(&self) -> anyhow::Result<libp2p::pnet::PreSharedKey> {
+        Ok(hadss::net::identity::load_cluster_secret(&self.secret)?)
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_s)
+    }
+}
+
+fn report(outcome: Outcome) -> anyhow::Result<()> {
+    match outcome {
+        Outcome::Applied { epoch } => {
+            println!("committed: the map is now at epoch {epoch}");
+            Ok(())
+        }
+        Outcome::Recorded => {
+            println!("recorded (no new epoch)");
+            Ok(())
+        }
+        Outcome::Refused(why) => anyhow::bail!("refused: {why}"),
+    }
+}
+
+async fn propose(m: &Monitors, op: Op) -> anyhow::Result<()> {
+    let outcome = hadss::monitor::client::propose(m.secret()?, &m.monitors, op, m.timeout()).await?;
+    report(outcome)
+}
+
+/// Runs `hadss admin status`.
+pub async fn status(cmd: Status) -> anyhow::Result<()> {
+    let m = &cmd.monitors;
+    let s = hadss::monitor::client::status(m.secret()?, &m.monitors, m.timeout()).await?;
+    if cmd.json {
+        println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
+        return Ok(());
+    }
+    let leader = s.leader.map_or("none known".to_string(), |l| l.to_string());
+    println!(
+        "monitor raft id {} · {} · term {} · leader {leader} · applied index {}",
+        s.raft_id,
+        s.raft_state,
+        s.term,
+        s.last_applied.map_or("-".into(), |i| i.to_string())
+    );
+    let Some(map) = &s.map else {
+        println!("no map yet");
+        return Ok(());
+    };
+    println!(
+        "epoch {} · {} partitions · N={} W={} R={}",
+        map.epoch, map.partitions, map.policy.replication, map.policy.write_quorum, map.policy.read_quorum
+    );
+    for n in &map.nodes {
+        println!(
+            "  {:<52} {:<8} {:<6} zone={:<10} weight={:<6} {:<8} {}",
+            show_id(&n.id),
+            format!("{:?}", n.role).to_lowercase(),
+            liveness(&s, &n.id),
+            n.zone,
+            n.weight,
+            format!("{:?}", n.state).to_lowercase(),
+            n.addrs.join(",")
+        );
+    }
+    for n in &s.pending {
+        println!(
+            "  {:<52} waiting for admission  zone={} {}",
+            show_id(&n.id),
+            n.zone,
+            n.addrs.join(",")
+        );
+    }
+    Ok(())
+}
+
+fn liveness(s: &hadss::node::protocol::StatusReport, id: &NodeId) -> &'static str {
+    if s.down.contains(&id.0) {
+        "down"
+    } else if s.up.contains(&id.0) || s.voters.iter().any(|(rid, p)| *rid == s.raft_id && *p == id.0) {
+        "up"
+    } else {
+        "?"
+    }
+}
+
+fn status_json(s: &hadss::node::protocol::StatusReport) -> serde_json::Value {
+    let node = |n: &hadss::cluster::NodeInfo| {
+        serde_json::json!({
+            "peer_id": show_id(&n.id),
+            "role": format!("{:?}", n.role).to_lowercase(),
+            "zone": n.zone,
+            "weight": n.weight,
+            "state": format!("{:?}", n.state).to_lowercase(),
+            "addrs": n.addrs,
+            "liveness": liveness(s, &n.id),
+        })
+    };
+    serde_json::json!({
+        "raft_id": s.raft_id,
+        "leader": s.leader,
+        "term": s.term,
+        "raft_state": s.raft_state,
+        "last_applied": s.last_applied,
+        "voters": s.voters.iter().map(|(id, p)| serde_json::json!({"raft_id": id, "peer_id": show_id(&NodeId(p.clone()))})).collect::<Vec<_>>(),
+        "epoch": s.map.as_ref().map(|m| m.epoch),
+        "policy": s.map.as_ref().map(|m| serde_json::json!({
+            "replication": m.policy.replication,
+            "write_quorum": m.policy.write_quorum,
+            "read_quorum": m.policy.read_quorum,
+        })),
+        "partitions": s.map.as_ref().map(|m| m.partitions),
+        "nodes": s.map.as_ref().map_or_else(Vec::new, |m| m.nodes.iter().map(node).collect()),
+        "pending": s.pending.iter().map(node).collect::<Vec<_>>(),
+    })
+}
+
+/// Runs `hadss admin node …`.
+pub async fn node(cmd: NodeCmd) -> anyhow::Result<()> {
+    let id = |p: &PeerId| NodeId(p.to_bytes());
+    let state = |a: &NodeArg, state| {
+        (
+            a.monitors.clone(),
+            Op::Change(Change::SetState { id: id(&a.peer), state }),
+        )
+    };
+    let (monitors, op) = match &cmd {
+        NodeCmd::Admit(a) => (a.monitors.clone(), Op::AdmitPending(id(&a.peer))),
+        NodeCmd::In(a) => state(a, NodeState::In),
+        NodeCmd::Out(a) => state(a, NodeState::Out),
+        NodeCmd::Drain(a) => state(a, NodeState::Draining),
+        NodeCmd::Remove(a) => (a.monitors.clone(), Op::Change(Change::Remove { id: id(&a.peer) })),
+        NodeCmd::Zone { node, zone } => (
+            node.monitors.clone(),
+            Op::Change(Change::SetZone {
+                id: id(&node.peer),
+                zone: zone.clone(),
+            }),
+        ),
+        NodeCmd::Weight { node, weight } => (
+            node.monitors.clone(),
+            Op::Change(Change::SetWeight {
+                id: id(&node.peer),
+                weight: *weight,
+            }),
+        ),
+    };
+    propose(&monitors, op).await
+}
+
+/// Runs `hadss admin policy`.
+pub async fn policy(cmd: PolicyCmd) -> anyhow::Result<()> {
+    propose(
+        &cmd.monitors,
+        Op::Change(Change::SetPolicy(ReplicationPolicy {
+            replication: cmd.replication,
+            write_quorum: cmd.write_quorum,
+            read_quorum: cmd.read_quorum,
+        })),
+    )
+    .await
+}
+
+/// Runs `hadss admin monitor …`.
+pub async fn monitor(cmd: MonitorCmd) -> anyhow::Result<()> {
+    let (m, request) = match cmd {
+        MonitorCmd::Add { monitors, addr, zone } => {
+            let (peer, dial) = hadss::node::client::split_peer_addr(&addr)
+                .ok_or_else(|| anyhow::anyhow!("{addr} does not end in /p2p/<peer id>"))?;
+            (
+                monitors,
+                AdminRequest::AddMonitor {
+                    peer_id: peer.to_bytes(),
+                    addr: dial.to_string(),
+                    zone,
+                },
+            )
+        }
+        MonitorCmd::Remove { monitors, peer } => (
+            monitors,
+            AdminRequest::RemoveMonitor {
+                peer_id: peer.to_bytes(),
+            },
+        ),
+    };
+    match hadss::monitor::client::ask_monitors(m.secret()?, &m.monitors, request, m.timeout()).await? {
+        AdminResponse::Outcome(o) => report(o),
+        AdminResponse::Error(e) => anyhow::bail!("refused: {e}"),
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    }
+}
+
+/// Runs `hadss admin node-id`: creates the node key if missing and prints the peer id (so
+/// monitors' addresses can be written into `initial_monitors` before they first start).
+pub fn node_id(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let key = hadss::net::identity::load_or_create_keypair(&data_dir.join("node.key"))?;
+    println!("{}", key.public().to_peer_id());
+    Ok(())
+}
