@@ -44,6 +44,10 @@ pub struct UpOptions {
     pub partitions: u32,
     /// S3 gateways (each a `hadss gateway` process).
     pub gateways: usize,
+    /// Monitor processes (0: netsim signs the first map itself, as before monitors existed).
+    pub monitors: usize,
+    /// With monitors: admit storage nodes that ask to join without an operator.
+    pub auto_admit: bool,
 }
 
 /// Region the gateways report.
@@ -143,6 +147,10 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
         hadss::cluster::keys::create_map_keypair(&keys)?;
     }
     let mut nodes = Vec::new();
+    if opts.monitors > 0 {
+        nodes.extend(start_monitors(&dir, &hadss, opts)?);
+    }
+    let bootstrap: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.p2p_addr)).collect();
     for i in 1..=opts.storage {
         let name = format!("storage-{i}");
         let node_dir = dir.join(&name);
@@ -153,10 +161,11 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nzone = \"zone-{}\"\nswim_preset = \"fast\"\n",
+                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nzone = \"zone-{}\"\nswim_preset = \"fast\"\nbootstrap = [{}]\n",
                 keys.join("cluster.secret").display(),
                 keys.join("map.pub").display(),
                 (i - 1) % opts.zones.max(1) + 1,
+                bootstrap.join(", "),
             ),
         )?;
         let cmd = vec![
@@ -181,7 +190,7 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
     }
     // Each node reports its identity in node.json once it listens.
     let deadline = Instant::now() + Duration::from_millis(NODE_START_TIMEOUT_MS);
-    for n in &mut nodes {
+    for n in nodes.iter_mut().filter(|n| n.role == "storage") {
         let file = n.data_dir.join("node.json");
         loop {
             if let Ok(bytes) = std::fs::read(&file)
@@ -209,7 +218,13 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
         nodes,
     };
     write_cluster_file(&dir, &cluster)?;
-    install_map(&cluster, 1, opts.partitions).await?;
+    if opts.monitors > 0 {
+        if opts.auto_admit {
+            wait_for_members(&cluster, opts.storage).await?;
+        }
+    } else {
+        install_map(&cluster, 1, opts.partitions).await?;
+    }
     let mut cluster = cluster;
     if opts.gateways > 0 {
         start_gateways(&mut cluster, &dir, &hadss, opts.gateways)?;
@@ -221,6 +236,106 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
 
 /// Starts `count` gateways bootstrapping from the storage nodes; the first one's endpoint and
 /// the shared access key go into `cluster.s3`.
+/// Starts the monitors. Their node keys are made first so every monitor's config can list
+/// all of them in `initial_monitors` (each forms the quorum from the same list).
+fn start_monitors(dir: &Path, hadss: &Path, opts: &UpOptions) -> anyhow::Result<Vec<NodeEntry>> {
+    let keys = dir.join("keys");
+    let mut planned = Vec::new();
+    for i in 1..=opts.monitors {
+        let name = format!("monitor-{i}");
+        let node_dir = dir.join(&name);
+        let data_dir = node_dir.join("data");
+        std::fs::create_dir_all(&data_dir)?;
+        let key = hadss::net::identity::load_or_create_keypair(&data_dir.join("node.key"))?;
+        let peer = key.public().to_peer_id();
+        let (port, http_port) = (free_port()?, free_port()?);
+        planned.push((name, node_dir, data_dir, peer, port, http_port));
+    }
+    let initial: Vec<String> = planned
+        .iter()
+        .map(|(_, _, _, peer, port, _)| format!("\"/ip4/127.0.0.1/tcp/{port}/p2p/{peer}\""))
+        .collect();
+    let replication = opts.storage.clamp(1, 3);
+    let quorum = replication / 2 + 1;
+    let mut nodes = Vec::new();
+    for (name, node_dir, data_dir, peer, port, http_port) in planned {
+        let config = node_dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_key_file = \"{}\"\nzone = \"monitors\"\nswim_preset = \"fast\"\ninitial_monitors = [{}]\nauto_admit = {}\nreplication = {replication}\nwrite_quorum = {quorum}\nread_quorum = {quorum}\npartitions = {}\nraft_heartbeat_ms = 100\nraft_election_timeout_ms = 600\n",
+                keys.join("cluster.secret").display(),
+                keys.join("map.key").display(),
+                initial.join(", "),
+                opts.auto_admit,
+                opts.partitions,
+            ),
+        )?;
+        let cmd = vec![
+            hadss.display().to_string(),
+            "monitor".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        let pid = spawn_node(&cmd, dir, &node_dir.join("log"))?;
+        nodes.push(NodeEntry {
+            name,
+            role: "monitor".into(),
+            pid,
+            cmd,
+            cwd: dir.to_path_buf(),
+            data_dir,
+            p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"),
+            peer_id: peer.to_string(),
+            s3_endpoint: None,
+            http_endpoint: Some(format!("http://127.0.0.1:{http_port}")),
+        });
+    }
+    Ok(nodes)
+}
+
+/// The monitors' addresses (`/ip4/…/p2p/<id>`).
+pub fn monitor_addrs(cluster: &ClusterFile) -> Vec<Multiaddr> {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| n.role == "monitor")
+        .filter_map(|n| n.p2p_addr.parse().ok())
+        .collect()
+}
+
+/// The map a node holds, verified with the cluster's public key.
+pub async fn map_of(cluster: &ClusterFile, node: &NodeEntry) -> anyhow::Result<Option<ClusterMap>> {
+    let key = hadss::cluster::keys::load_map_public_key(&cluster.map_public_key_file)?;
+    let secret = hadss::net::identity::load_cluster_secret(&cluster.cluster_secret_file)?;
+    let addr: Multiaddr = node.p2p_addr.parse()?;
+    match hadss::node::client::map_request(secret, &addr, MapRequest::Get).await? {
+        MapResponse::Map(Some(env)) => Ok(Some(env.open(&key)?)),
+        MapResponse::Map(None) => Ok(None),
+        other => bail!("unexpected answer from {}: {other:?}", node.name),
+    }
+}
+
+/// Waits until every storage node holds a map naming `storage` storage nodes (they ask the
+/// monitors to admit them at start).
+pub async fn wait_for_members(cluster: &ClusterFile, storage: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(MAP_SPREAD_TIMEOUT_MS);
+    for n in cluster.nodes.iter().filter(|n| n.role == "storage") {
+        loop {
+            if let Ok(Some(map)) = map_of(cluster, n).await
+                && map.nodes.iter().filter(|m| m.role == Role::Storage).count() >= storage
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not receive a map with all {storage} storage nodes", n.name);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
 fn start_gateways(cluster: &mut ClusterFile, dir: &Path, hadss: &Path, count: usize) -> anyhow::Result<()> {
     let keys = dir.join("keys");
     let (access_path, secret_path) = (keys.join("s3.access"), keys.join("s3.secret"));
@@ -241,8 +356,8 @@ fn start_gateways(cluster: &mut ClusterFile, dir: &Path, hadss: &Path, count: us
     let bootstrap: Vec<String> = cluster
         .nodes
         .iter()
-        .filter(|n| n.role == "storage")
-        .take(3)
+        .filter(|n| n.role == "monitor")
+        .chain(cluster.nodes.iter().filter(|n| n.role == "storage").take(3))
         .map(|n| format!("\"{}\"", n.p2p_addr))
         .collect();
     for i in 1..=count {

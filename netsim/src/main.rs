@@ -36,6 +36,10 @@ enum Cmd {
         /// The hadss binary (default: next to this one).
         #[arg(long)]
         hadss: Option<PathBuf>,
+        /// With monitors: storage nodes wait for `hadss admin node admit` instead of being
+        /// admitted as they ask.
+        #[arg(long)]
+        manual_admit: bool,
     },
     /// Stop the cluster described by DIR/cluster.json.
     Down {
@@ -63,10 +67,8 @@ fn main() -> anyhow::Result<()> {
             zones,
             partitions,
             hadss,
+            manual_admit,
         } => {
-            if monitors != 0 {
-                anyhow::bail!("monitors do not exist yet; use --monitors 0");
-            }
             let hadss = match hadss {
                 Some(h) => h,
                 None => std::env::current_exe()?
@@ -81,6 +83,8 @@ fn main() -> anyhow::Result<()> {
                 hadss,
                 partitions,
                 gateways,
+                monitors,
+                auto_admit: !manual_admit,
             };
             let cluster = rt.block_on(netsim::up(&opts))?;
             println!(

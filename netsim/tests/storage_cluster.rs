@@ -129,6 +129,8 @@ async fn five_storage_processes_survive_a_kill() {
         hadss: hadss_binary(),
         partitions: 64,
         gateways: 2,
+        monitors: 0,
+        auto_admit: false,
     };
     let cluster = netsim::up(&opts).await.unwrap();
     let _down = Down(cluster_dir.clone());

@@ -171,6 +171,10 @@ pub async fn join_until_member(node: Arc<Node>, bootstrap: Vec<(PeerId, Multiadd
                         );
                         told_pending = true;
                     }
+                    // Hold the map meanwhile (a node without one is not ready).
+                    if node.epoch() == 0 {
+                        let _ = node.pull_map(peer).await;
+                    }
                     break;
                 }
                 Ok(AdminResponse::Outcome(Outcome::Refused(why))) => {
