@@ -1,21 +1,25 @@
-//! `hadss dev` (part of the binary): a whole local cluster in one process — three storage
-//! nodes and an S3 gateway on 127.0.0.1 over the real libp2p transport, data under
-//! `--data-dir`. The first start creates the cluster secret, the map key and an access key
-//! (kept in `DATA_DIR/credentials.env`), so a restart on the same directory serves the same
-//! objects with the same keys. Each start signs the next map epoch with the nodes' current
-//! addresses (ports are picked by the OS). No monitor yet: this process holds the map key.
+//! `hadss dev` (part of the binary): a whole local cluster in one process — a monitor (a
+//! one-member Raft quorum), three storage nodes and an S3 gateway on 127.0.0.1 over the real
+//! libp2p transport, data under `--data-dir`. The first start creates the cluster secret,
+//! the map key and an access key (kept in `DATA_DIR/credentials.env`), so a restart on the
+//! same directory serves the same objects with the same keys. Ports are picked by the OS on
+//! every start: the storage nodes ask the monitor to refresh their addresses (auto-admitted
+//! on the first start) and the monitor updates its own, each a new epoch, exactly as in a
+//! cluster of separate processes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use hadss::cluster::{ClusterMap, MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
+use hadss::cluster::{NodeId, ReplicationPolicy, Role};
 use hadss::node::{Node, NodeConfig};
 
 /// Storage nodes `hadss dev` runs.
 const DEV_STORAGE_NODES: usize = 3;
 /// Partitions of the dev cluster.
 const DEV_PARTITIONS: u32 = 64;
+/// How long the storage nodes may take to be in the map at their current addresses.
+const DEV_MEMBERSHIP_TIMEOUT_MS: u64 = 30_000;
 
 /// Options of `hadss dev`.
 #[derive(Debug, clap::Args)]
@@ -68,6 +72,7 @@ fn node_config(
     secret: libp2p::pnet::PreSharedKey,
     map_key: &libp2p::identity::ed25519::PublicKey,
     zone: &str,
+    role: swim::Role,
 ) -> NodeConfig {
     NodeConfig {
         data_dir: dir.to_path_buf(),
@@ -79,8 +84,8 @@ fn node_config(
         chunk_options: chunkstore::Options::default(),
         write_timeouts: Default::default(),
         zone: zone.into(),
-        swim: hadss::config::SwimPreset::Fast.config(DEV_STORAGE_NODES as u32 + 1),
-        role: swim::Role::Storage,
+        swim: hadss::config::SwimPreset::Fast.config(DEV_STORAGE_NODES as u32 + 2),
+        role,
     }
 }
 
@@ -99,57 +104,90 @@ pub async fn run(
     let secret = hadss::net::identity::load_cluster_secret(&keys.join("cluster.secret"))?;
     let map_key = hadss::cluster::keys::load_map_keypair(&keys.join("map.key"))?;
 
-    let mut nodes = Vec::new();
-    for i in 1..=DEV_STORAGE_NODES {
-        let cfg = node_config(
-            &dir.join(format!("storage-{i}")),
+    let monitor = hadss::monitor::Monitor::start(hadss::monitor::MonitorConfig {
+        node: node_config(
+            &dir.join("monitor"),
             secret,
             &map_key.public(),
-            &format!("zone-{i}"),
-        );
-        nodes.push(
-            Node::start(cfg)
-                .await
-                .with_context(|| format!("starting storage node {i}"))?,
-        );
-    }
-    let gateway = Arc::new(Node::start(node_config(&dir.join("gateway"), secret, &map_key.public(), "gateway")).await?);
-
-    // The next epoch with this run's addresses.
-    let epoch = nodes
-        .iter()
-        .map(Node::epoch)
-        .chain([gateway.epoch()])
-        .max()
-        .unwrap_or(0)
-        + 1;
-    let mut infos: Vec<NodeInfo> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NodeInfo {
-            id: NodeId(n.peer_id().to_bytes()),
-            addrs: vec![n.listen_addr().to_string()],
-            role: Role::Storage,
-            zone: format!("zone-{}", i + 1),
-            weight: 100,
-            state: NodeState::In,
-        })
-        .collect();
-    infos.sort_by(|a, b| a.id.cmp(&b.id));
-    let map = ClusterMap {
-        epoch,
-        nodes: infos,
+            "monitor",
+            swim::Role::Monitor,
+        ),
+        map_key: map_key.clone(),
+        initial_monitors: Vec::new(),
+        auto_admit: true,
         policy: ReplicationPolicy {
             replication: 3,
             write_quorum: 2,
             read_quorum: 2,
         },
         partitions: DEV_PARTITIONS,
-    };
-    let env = MapEnvelope::sign(&map, &map_key)?;
-    for n in nodes.iter().chain([&*gateway]) {
-        n.offer_map(env.clone()).await?;
+        timing: hadss::monitor::RaftTiming::default(),
+    })
+    .await
+    .context("starting the monitor")?;
+    let monitor_addr: libp2p::Multiaddr =
+        format!("{}/p2p/{}", monitor.node().listen_addr(), monitor.node().peer_id()).parse()?;
+    // First start: a quorum of one. Later starts: already formed (the address is refreshed).
+    monitor.form_quorum(std::slice::from_ref(&monitor_addr)).await?;
+    let bootstrap = vec![(monitor.node().peer_id(), monitor.node().listen_addr().clone())];
+
+    let mut nodes = Vec::new();
+    let mut joins = Vec::new();
+    for i in 1..=DEV_STORAGE_NODES {
+        let zone = format!("zone-{i}");
+        let cfg = node_config(
+            &dir.join(format!("storage-{i}")),
+            secret,
+            &map_key.public(),
+            &zone,
+            swim::Role::Storage,
+        );
+        let node = Arc::new(
+            Node::start(cfg)
+                .await
+                .with_context(|| format!("starting storage node {i}"))?,
+        );
+        joins.push(tokio::spawn(hadss::monitor::client::join_until_member(
+            node.clone(),
+            bootstrap.clone(),
+            zone,
+        )));
+        nodes.push(node);
     }
+    let gateway = Arc::new(
+        Node::start(node_config(
+            &dir.join("gateway"),
+            secret,
+            &map_key.public(),
+            "gateway",
+            swim::Role::Gateway,
+        ))
+        .await?,
+    );
+    gateway
+        .add_peer_address(monitor.node().peer_id(), monitor.node().listen_addr().clone())
+        .await;
+
+    // Serve once the map names every storage node where it listens now.
+    let current = |map: &hadss::cluster::ClusterMap| {
+        nodes.iter().all(|n| {
+            map.node(&NodeId(n.peer_id().to_bytes()))
+                .is_some_and(|i| i.role == Role::Storage && i.addrs == [n.listen_addr().to_string()])
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(DEV_MEMBERSHIP_TIMEOUT_MS);
+    loop {
+        let _ = gateway.pull_map(monitor.node().peer_id()).await;
+        if gateway.map().is_some_and(|m| current(&m)) && nodes.iter().all(|n| n.map().is_some_and(|m| current(&m))) {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the storage nodes did not join the map within {DEV_MEMBERSHIP_TIMEOUT_MS} ms"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let epoch = gateway.epoch();
 
     let cred_file = dir.join("credentials.env");
     let (access_key, secret_key) = credentials(&opts, &cred_file)?;
@@ -171,7 +209,11 @@ pub async fn run(
         .as_bytes(),
         0o600,
     )?;
-    println!("HADSS dev cluster: {DEV_STORAGE_NODES} storage nodes (N=3, W=2, R=2), map epoch {epoch}");
+    println!("HADSS dev cluster: 1 monitor, {DEV_STORAGE_NODES} storage nodes (N=3, W=2, R=2), map epoch {epoch}");
+    println!(
+        "  monitor:      {monitor_addr} (hadss admin status --secret {} --monitor {monitor_addr})",
+        keys.join("cluster.secret").display()
+    );
     println!("  S3 endpoint:  {endpoint}");
     println!("  access key:   {access_key}");
     println!("  secret key:   {secret_key}");
@@ -184,7 +226,12 @@ pub async fn run(
     shutdown.await?;
     tracing::info!("shutting down");
     drop(s3);
+    for j in joins {
+        j.abort();
+    }
     drop(gateway);
     drop(nodes);
+    monitor.shutdown().await;
+    drop(monitor);
     Ok(())
 }

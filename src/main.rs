@@ -158,13 +158,19 @@ struct NodeFile {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Servers log their life at info; one-shot admin commands print results, logs only warn.
+    let default_level = if matches!(cli.command, Command::Admin(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
         Command::Dev(opts) => runtime.block_on(dev::run(opts, wait_for_shutdown())),

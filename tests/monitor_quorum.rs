@@ -14,6 +14,7 @@ use hadss::cluster::change::{Change, Refusal};
 use hadss::cluster::{NodeId, NodeState, ReplicationPolicy, Role};
 use hadss::monitor::state::{Op, Outcome};
 use hadss::monitor::{Monitor, MonitorConfig, RaftTiming};
+use hadss::node::protocol::{AdminRequest, AdminResponse};
 use hadss::node::{Node, NodeConfig};
 use libp2p::Multiaddr;
 use libp2p::identity::ed25519;
@@ -161,12 +162,80 @@ async fn monitors_publish_epochs_and_admit_nodes() {
     .unwrap();
     assert!(matches!(weak, Outcome::Refused(Refusal::Unsafe(_))), "{weak:?}");
 
+    // Membership: a fourth monitor joins (learner, then voter), an original one leaves; the
+    // map lists the monitors and each change is an epoch.
+    monitors.push(Some(
+        Monitor::start(monitor_config(dir.path(), 3, secret, &key))
+            .await
+            .unwrap(),
+    ));
+    let mut addrs = addrs;
+    addrs.push(addr_of(monitors[3].as_ref().unwrap().node()));
+    let new = monitors[3].as_ref().unwrap().node();
+    let (new_peer, new_dial) = hadss::node::client::split_peer_addr(&addrs[3]).unwrap();
+    let added = hadss::monitor::client::ask_monitors(
+        net_secret,
+        &addrs[..3],
+        AdminRequest::AddMonitor {
+            peer_id: new_peer.to_bytes(),
+            addr: new_dial.to_string(),
+            zone: "m".into(),
+        },
+        timeout,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(added, AdminResponse::Outcome(Outcome::Applied { .. })),
+        "{added:?}"
+    );
+    let monitors_in_map = |n: &Node| {
+        n.map()
+            .map_or(0, |m| m.nodes.iter().filter(|n| n.role == Role::Monitor).count())
+    };
+    common::eventually(Duration::from_secs(20), "four monitors in every node's map", || async {
+        storage.iter().all(|n| monitors_in_map(n) == 4) && monitors_in_map(new) == 4
+    })
+    .await;
+    assert_eq!(
+        monitors[3].as_ref().unwrap().status().voters.len(),
+        4,
+        "the new monitor caught up and votes"
+    );
+    let old_peer = monitors[0].as_ref().unwrap().node().peer_id();
+    let removed = hadss::monitor::client::ask_monitors(
+        net_secret,
+        &addrs[1..],
+        AdminRequest::RemoveMonitor {
+            peer_id: old_peer.to_bytes(),
+        },
+        timeout,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(removed, AdminResponse::Outcome(_)), "{removed:?}");
+    common::eventually(
+        Duration::from_secs(20),
+        "three monitors in every node's map",
+        || async {
+            storage.iter().all(|n| monitors_in_map(n) == 3)
+                && storage
+                    .iter()
+                    .all(|n| n.map().is_some_and(|m| m.node(&NodeId(old_peer.to_bytes())).is_none()))
+        },
+    )
+    .await;
+    let gone = monitors[0].take().unwrap();
+    gone.shutdown().await;
+    drop(gone);
+    let epoch = monitors[1].as_ref().unwrap().status().map.unwrap().epoch;
+
     // Kill the leader: the other two elect a new one and changes go on.
     let leader = leader_of(&monitors).await;
     let dead = monitors[leader].take().unwrap();
     dead.shutdown().await;
     drop(dead);
-    let alive: Vec<Multiaddr> = (0..3).filter(|i| *i != leader).map(|i| addrs[i].clone()).collect();
+    let alive: Vec<Multiaddr> = (1..4).filter(|i| *i != leader).map(|i| addrs[i].clone()).collect();
     let drained = hadss::monitor::client::propose(
         net_secret,
         &alive,
@@ -178,10 +247,12 @@ async fn monitors_publish_epochs_and_admit_nodes() {
     )
     .await
     .unwrap();
-    assert_eq!(drained, Outcome::Applied { epoch: epoch + 2 });
-    common::eventually(Duration::from_secs(20), "epoch + 2 on every storage node", || async {
-        storage.iter().all(|n| n.epoch() == epoch + 2)
-    })
+    assert_eq!(drained, Outcome::Applied { epoch: epoch + 1 });
+    common::eventually(
+        Duration::from_secs(20),
+        "the next epoch on every storage node",
+        || async { storage.iter().all(|n| n.epoch() == epoch + 1) },
+    )
     .await;
 
     // Kill another: no majority. Proposals say so; data keeps flowing on the last map.

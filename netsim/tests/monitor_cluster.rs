@@ -131,6 +131,13 @@ async fn leader(cluster: &netsim::ClusterFile, live: &[usize]) -> usize {
     }
 }
 
+/// The value of a metric line `name value` in OpenMetrics text.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn kill(node: &netsim::NodeEntry) {
     netsim::signal(node.pid, rustix::process::Signal::KILL).unwrap();
     for _ in 0..100 {
@@ -219,6 +226,20 @@ async fn monitors_publish_and_the_data_path_survives_their_loss() {
     phase(started, &format!("epoch {epoch} on all 7 nodes"));
     let (ok, text) = admin(&cluster, &monitor_addrs, &["status"], 10);
     assert!(ok && text.contains(&format!("epoch {epoch}")), "{text}");
+    // Each monitor reports its Raft state in /metrics and /health; exactly one leads.
+    let mut leaders = 0;
+    for &m in &monitors {
+        let addr = netsim::http_addr(&cluster.nodes[m]).unwrap();
+        let (code, text) = hadss::observe::get(addr, "/metrics", 2_000).await.unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(metric(&text, "hadss_raft_voters"), 3, "{text}");
+        assert_eq!(metric(&text, "hadss_monitor_map_epoch"), epoch);
+        leaders += metric(&text, "hadss_raft_is_leader");
+        let (code, health) = hadss::observe::get(addr, "/health", 2_000).await.unwrap();
+        assert_eq!(code, 200);
+        assert!(health.contains("\"raft_state\""), "{health}");
+    }
+    assert_eq!(leaders, 1, "one leader");
 
     // A client node (not in the map) that will write while the monitors are gone.
     let secret = hadss::net::identity::load_cluster_secret(&cluster.cluster_secret_file).unwrap();

@@ -171,6 +171,11 @@ impl Monitor {
                 config.partitions,
             )),
         ];
+        let mut tasks = tasks;
+        tasks.push(tokio::spawn(refresh_own_address(
+            service.clone(),
+            Arc::downgrade(&node),
+        )));
         let monitor = Monitor { node, service, tasks };
         if !config.initial_monitors.is_empty() {
             monitor.form_quorum(&config.initial_monitors).await?;
@@ -298,6 +303,36 @@ async fn push_map(node: &Node, map: &crate::cluster::ClusterMap, env: MapEnvelop
 }
 
 use futures::StreamExt;
+
+/// How often a monitor checks that the Raft membership names the address it listens on.
+const ADDRESS_CHECK_MS: u64 = 2_000;
+
+/// Keeps this monitor's entry in the Raft membership (and so in the map) at the address it
+/// listens on now: a monitor restarted on another address asks the leader (or, leading,
+/// itself) to update it.
+async fn refresh_own_address(service: Arc<Service>, node: std::sync::Weak<Node>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(ADDRESS_CHECK_MS)).await;
+        let Some(node) = node.upgrade() else { return };
+        let me = raft_id_of(&node.peer_id());
+        let current = node.listen_addr().to_string();
+        let held = {
+            let m = service.raft.metrics().borrow().clone();
+            m.membership_config.membership().get_node(&me).cloned()
+        };
+        let Some(held) = held else { continue };
+        if held.addr == current {
+            continue;
+        }
+        let request = AdminRequest::AddMonitor {
+            peer_id: node.peer_id().to_bytes(),
+            addr: current.clone(),
+            zone: held.zone.clone(),
+        };
+        let answer = service.clone().handle(node.peer_id(), request).await;
+        tracing::info!(old = %held.addr, new = %current, answer = ?answer, "updating this monitor's address");
+    }
+}
 
 /// The leader proposes the first map once the quorum exists and has none.
 async fn create_first_map(raft: MonitorRaft, machine: store::MachineStore, policy: ReplicationPolicy, partitions: u32) {
@@ -461,6 +496,18 @@ impl Service {
                     addr: addr.clone(),
                     zone: zone.clone(),
                 };
+                if voters.contains(&id) {
+                    // Already a voter: refresh where it listens (a restart on a new address).
+                    let set = openraft::ChangeMembers::SetNodes(BTreeMap::from([(id, node)]));
+                    let change = self.raft.change_membership(set, false);
+                    return match tokio::time::timeout(Duration::from_millis(PROPOSAL_TIMEOUT_MS), change).await {
+                        Ok(Ok(_)) => AdminResponse::Outcome(Outcome::Applied {
+                            epoch: self.machine.subscribe().borrow().state.epoch(),
+                        }),
+                        Ok(Err(e)) => AdminResponse::Unavailable(format!("address update failed: {e}")),
+                        Err(_) => AdminResponse::Unavailable("address update did not commit in time".into()),
+                    };
+                }
                 // Catch up as a learner first, then become a voter.
                 let learn = self.raft.add_learner(id, node, true);
                 match tokio::time::timeout(Duration::from_millis(PROPOSAL_TIMEOUT_MS * 2), learn).await {
@@ -486,7 +533,10 @@ impl Service {
             _ => return AdminResponse::Error("not a membership request".into()),
         };
         match tokio::time::timeout(Duration::from_millis(PROPOSAL_TIMEOUT_MS), result).await {
-            Ok(Ok(r)) => AdminResponse::Outcome(r.data),
+            // The joint and final membership entries each apply; report where the map is now.
+            Ok(Ok(_)) => AdminResponse::Outcome(Outcome::Applied {
+                epoch: self.machine.subscribe().borrow().state.epoch(),
+            }),
             Ok(Err(e)) => AdminResponse::Unavailable(format!("membership change failed: {e}")),
             Err(_) => AdminResponse::Unavailable("membership change did not commit in time".into()),
         }
@@ -526,5 +576,53 @@ impl MonitorService for Service {
 
     fn admin(&self, from: PeerId, request: AdminRequest) -> BoxFuture<'static, AdminResponse> {
         Arc::new(self.clone()).handle(from, request).boxed()
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, &'static str, i64)> {
+        let s = self.status();
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        vec![
+            ("raft_term", "Current Raft term of this monitor", as_i64(s.term)),
+            (
+                "raft_is_leader",
+                "1 when this monitor is the Raft leader",
+                i64::from(s.leader == Some(s.raft_id)),
+            ),
+            (
+                "raft_leader_known",
+                "1 when this monitor knows a leader",
+                i64::from(s.leader.is_some()),
+            ),
+            (
+                "raft_last_applied_index",
+                "Index of the last Raft entry applied",
+                s.last_applied.map_or(-1, as_i64),
+            ),
+            ("raft_voters", "Voting monitors", s.voters.len() as i64),
+            (
+                "monitor_map_epoch",
+                "Epoch of the monitors' committed map",
+                as_i64(s.map.map_or(0, |m| m.epoch)),
+            ),
+            (
+                "monitor_pending_nodes",
+                "Storage nodes waiting for admission",
+                s.pending.len() as i64,
+            ),
+        ]
+    }
+
+    fn health(&self) -> serde_json::Value {
+        let s = self.status();
+        serde_json::json!({
+            "raft_id": s.raft_id,
+            "raft_state": s.raft_state,
+            "leader": s.leader,
+            "term": s.term,
+            "last_applied": s.last_applied,
+            "voters": s.voters.len(),
+            "map_epoch": s.map.map_or(0, |m| m.epoch),
+            "pending_nodes": s.pending.len(),
+        })
     }
 }

@@ -95,6 +95,10 @@ pub trait MonitorService: Send + Sync + 'static {
     fn raft(&self, from: PeerId, frame: RaftFrame) -> futures::future::BoxFuture<'static, RaftFrame>;
     /// Answers one admin request.
     fn admin(&self, from: PeerId, request: AdminRequest) -> futures::future::BoxFuture<'static, AdminResponse>;
+    /// Gauges for `/metrics`: (name, help, value).
+    fn gauges(&self) -> Vec<(&'static str, &'static str, i64)>;
+    /// What `/health` adds under `"monitor"`.
+    fn health(&self) -> serde_json::Value;
 }
 
 #[derive(NetworkBehaviour)]
@@ -1796,7 +1800,12 @@ async fn follow_membership(mut events: mpsc::Receiver<swim::MembershipEvent>, in
                     let inner = inner.clone();
                     tokio::spawn(async move {
                         if let Err(e) = inner.pull_map(peer).await {
-                            tracing::warn!(%peer, error = %e, "could not pull the announced map");
+                            // Often the map arrived meanwhile by push or another pull.
+                            if inner.view().map_or(0, |v| v.0.epoch) < announcement.epoch {
+                                tracing::warn!(%peer, error = %e, "could not pull the announced map");
+                            } else {
+                                tracing::debug!(%peer, error = %e, "announced map already held");
+                            }
                         }
                     });
                 }
@@ -1837,6 +1846,7 @@ impl crate::observe::Observable for Inner {
             "hints_held": self.hints.len(),
             "chunks": self.chunks.stats().chunks,
             "uptime_s": self.started.elapsed().as_secs(),
+            "monitor": self.monitor.get().map(|m| m.health()),
         })
     }
 
@@ -1871,6 +1881,11 @@ impl crate::observe::Observable for Inner {
             "Seconds since the node started",
             self.started.elapsed().as_secs() as i64,
         );
+        if let Some(m) = self.monitor.get() {
+            for (name, help, value) in m.gauges() {
+                gauge(registry, name, help, value);
+            }
+        }
         let st = self.chunks.stats();
         gauge(registry, "chunkstore_chunks", "Chunks stored", st.chunks as i64);
         gauge(registry, "chunkstore_segments", "Segment files", st.segments as i64);
