@@ -45,7 +45,8 @@ pub struct StorageConfig {
     /// Failure domain.
     #[serde(default)]
     pub zone: String,
-    /// Peers to pull the map from at start (`/ip4/…/tcp/…/p2p/<peer id>`).
+    /// Peers to pull the map from at start and to ask for admission: the monitors, or any
+    /// node (`/ip4/…/tcp/…/p2p/<peer id>`).
     #[serde(default)]
     pub bootstrap: Vec<String>,
     /// Membership timing.

@@ -203,19 +203,8 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
         role: swim::Role::Storage,
     })
     .await?;
-    let addr = format!("{}/p2p/{}", node.listen_addr(), node.peer_id());
     let http = start_http(&node, cfg.http_listen.as_deref()).await?;
-    let info = NodeFile {
-        peer_id: node.peer_id().to_string(),
-        addr: addr.clone(),
-        zone: cfg.zone.clone(),
-        http_addr: http.local_addr().to_string(),
-    };
-    hadss::fsutil::write_durably(
-        &cfg.data_dir.join("node.json"),
-        &serde_json::to_vec_pretty(&info)?,
-        0o644,
-    )?;
+    let addr = write_node_file(&node, &cfg.data_dir, &cfg.zone, &http)?;
     pull_map_from_bootstrap(&node, &cfg.bootstrap).await;
     let node = std::sync::Arc::new(node);
     let join = tokio::spawn(hadss::monitor::client::join_until_member(
@@ -278,19 +267,8 @@ async fn run_monitor(config_path: &Path) -> anyhow::Result<()> {
     })
     .await?;
     let node = monitor.node().clone();
-    let addr = format!("{}/p2p/{}", node.listen_addr(), node.peer_id());
     let http = start_http(&node, cfg.http_listen.as_deref()).await?;
-    let info = NodeFile {
-        peer_id: node.peer_id().to_string(),
-        addr: addr.clone(),
-        zone: cfg.zone.clone(),
-        http_addr: http.local_addr().to_string(),
-    };
-    hadss::fsutil::write_durably(
-        &cfg.data_dir.join("node.json"),
-        &serde_json::to_vec_pretty(&info)?,
-        0o644,
-    )?;
+    let addr = write_node_file(&node, &cfg.data_dir, &cfg.zone, &http)?;
     println!(
         "monitor {} (raft id {}) listening on {addr}; health and metrics on http://{}",
         node.peer_id(),
@@ -303,6 +281,25 @@ async fn run_monitor(config_path: &Path) -> anyhow::Result<()> {
     drop(http);
     drop(monitor);
     Ok(())
+}
+
+/// Writes `DATA_DIR/node.json` (what `make-map` and tools read) and returns the node's
+/// `/ip4/…/p2p/<id>` address.
+fn write_node_file(
+    node: &Node,
+    data_dir: &Path,
+    zone: &str,
+    http: &hadss::observe::HttpEndpoint,
+) -> anyhow::Result<String> {
+    let addr = format!("{}/p2p/{}", node.listen_addr(), node.peer_id());
+    let info = NodeFile {
+        peer_id: node.peer_id().to_string(),
+        addr: addr.clone(),
+        zone: zone.to_string(),
+        http_addr: http.local_addr().to_string(),
+    };
+    hadss::fsutil::write_durably(&data_dir.join("node.json"), &serde_json::to_vec_pretty(&info)?, 0o644)?;
+    Ok(addr)
 }
 
 /// The bootstrap addresses that name their peer.

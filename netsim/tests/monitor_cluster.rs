@@ -12,41 +12,21 @@
 //! node.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
+use common::{Down, hadss_binary, metric, phase};
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hadss::cluster::{ClusterMap, MapEnvelope, Role};
+use hadss::node::Node;
 use hadss::node::protocol::{MapRequest, MapResponse};
-use hadss::node::{Node, NodeConfig};
 use hadss::storage::records::{Record, RecordValue, Version};
 use libp2p::{Multiaddr, PeerId};
 
 /// Bound on every "every node sees it" wait.
 const SPREAD_LIMIT: Duration = Duration::from_secs(20);
-
-fn phase(started: Instant, what: &str) {
-    eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
-}
-
-fn hadss_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_netsim")).with_file_name("hadss")
-}
-
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let dir = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let _ = rt.block_on(netsim::down(&dir));
-        })
-        .join();
-    }
-}
 
 fn options(dir: PathBuf, auto_admit: bool) -> netsim::UpOptions {
     netsim::UpOptions {
@@ -129,13 +109,6 @@ async fn leader(cluster: &netsim::ClusterFile, live: &[usize]) -> usize {
         assert!(Instant::now() < deadline, "no monitor leader");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The value of a metric line `name value` in OpenMetrics text.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn kill(node: &netsim::NodeEntry) {
@@ -243,20 +216,7 @@ async fn monitors_publish_and_the_data_path_survives_their_loss() {
 
     // A client node (not in the map) that will write while the monitors are gone.
     let secret = hadss::net::identity::load_cluster_secret(&cluster.cluster_secret_file).unwrap();
-    let map_key = hadss::cluster::keys::load_map_public_key(&cluster.map_public_key_file).unwrap();
-    let client = Node::start(NodeConfig {
-        data_dir: dir.path().join("client"),
-        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-        secret,
-        map_key: map_key.clone(),
-        chunk_options: chunkstore::Options::default(),
-        write_timeouts: Default::default(),
-        zone: "client".into(),
-        swim: hadss::config::SwimPreset::Fast.config(8),
-        role: swim::Role::Gateway,
-    })
-    .await
-    .unwrap();
+    let client = common::client_node(&cluster, dir.path().join("client")).await;
     let seed: Multiaddr = cluster.nodes[storage[0]].p2p_addr.parse().unwrap();
     let (peer, dial) = hadss::node::client::split_peer_addr(&seed).unwrap();
     client.add_peer_address(peer, dial).await;

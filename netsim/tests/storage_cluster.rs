@@ -6,25 +6,19 @@
 //! serves again, and gets back everything written while it was dead.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
+use common::{Down, hadss_binary, metric, phase};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hadss::node::{Node, NodeConfig};
+use hadss::node::Node;
 use hadss::storage::records::{Record, RecordValue, Version};
 use libp2p::Multiaddr;
 
 const CHUNKS: u64 = 1000;
 const RECORDS: u64 = 1000;
-
-fn phase(started: std::time::Instant, what: &str) {
-    eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
-}
-
-fn hadss_binary() -> PathBuf {
-    // Built beside netsim: the workspace test build builds every binary.
-    let netsim = PathBuf::from(env!("CARGO_BIN_EXE_netsim"));
-    netsim.with_file_name("hadss")
-}
 
 fn body(i: u64) -> Vec<u8> {
     let mut v = format!("chunk {i} ").into_bytes();
@@ -43,13 +37,6 @@ fn record(client: &Node, i: u64) -> Record {
         },
         value: RecordValue::Data(format!("metadata {i}").into_bytes()),
     }
-}
-
-/// The value of a metric line `name value` in OpenMetrics text.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// boto3 (from `scripts/test`'s venv) writes through one gateway and reads through the other.
@@ -89,23 +76,6 @@ fn s3_through_two_gateways(cluster: &netsim::ClusterFile, scratch: &std::path::P
     );
 }
 
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        // A thread of its own: this may run inside the test's runtime.
-        let dir = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let _ = rt.block_on(netsim::down(&dir));
-        })
-        .join();
-    }
-}
-
 /// Runs `f` for every item with `CONCURRENCY` in flight.
 async fn for_each_concurrent<T, F, Fut>(items: impl IntoIterator<Item = T>, f: F)
 where
@@ -139,21 +109,7 @@ async fn five_storage_processes_survive_a_kill() {
     phase(started, "S3 through two gateways");
     let test = async {
         // A client node (not in the map, so never a replica) coordinates the writes.
-        let secret = hadss::net::identity::load_cluster_secret(&cluster.cluster_secret_file).unwrap();
-        let map_key = hadss::cluster::keys::load_map_public_key(&cluster.map_public_key_file).unwrap();
-        let client = Node::start(NodeConfig {
-            data_dir: dir.path().join("client"),
-            listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-            secret,
-            map_key,
-            chunk_options: chunkstore::Options::default(),
-            write_timeouts: Default::default(),
-            zone: "client".into(),
-            swim: hadss::config::SwimPreset::Fast.config(8),
-            role: swim::Role::Gateway,
-        })
-        .await
-        .unwrap();
+        let client = common::client_node(&cluster, dir.path().join("client")).await;
         let seed: Multiaddr = cluster.nodes[0].p2p_addr.parse().unwrap();
         let (peer, dial) = hadss::node::client::split_peer_addr(&seed).unwrap();
         client.add_peer_address(peer, dial).await;

@@ -591,43 +591,32 @@ impl Node {
         self.inner.monitor.set(service).is_ok()
     }
 
-    /// Sends one Raft frame to `peer` and waits for its answer.
-    pub async fn raft_request(&self, peer: PeerId, frame: RaftFrame) -> anyhow::Result<RaftFrame> {
+    /// Queues a request for the network loop and waits for its answer.
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> anyhow::Result<T> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .cmd
-            .send(Command::Raft(peer, frame, tx))
+            .send(command(tx))
             .await
             .map_err(|_| anyhow::anyhow!("node stopped"))?;
         rx.await
             .map_err(|_| anyhow::anyhow!("node stopped"))?
             .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Sends one Raft frame to `peer` and waits for its answer.
+    pub async fn raft_request(&self, peer: PeerId, frame: RaftFrame) -> anyhow::Result<RaftFrame> {
+        self.ask(|tx| Command::Raft(peer, frame, tx)).await
     }
 
     /// Sends one admin request to `peer` and waits for its answer.
     pub async fn admin_request(&self, peer: PeerId, request: AdminRequest) -> anyhow::Result<AdminResponse> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .cmd
-            .send(Command::Admin(peer, request, tx))
-            .await
-            .map_err(|_| anyhow::anyhow!("node stopped"))?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("node stopped"))?
-            .map_err(|e| anyhow::anyhow!(e))
+        self.ask(|tx| Command::Admin(peer, request, tx)).await
     }
 
     /// Offers a signed map to `peer` (which adopts it if it verifies and is newer).
     pub async fn offer_map_to(&self, peer: PeerId, env: MapEnvelope) -> anyhow::Result<MapResponse> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .cmd
-            .send(Command::Map(peer, MapRequest::Offer(env), tx))
-            .await
-            .map_err(|_| anyhow::anyhow!("node stopped"))?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("node stopped"))?
-            .map_err(|e| anyhow::anyhow!(e))
+        self.ask(|tx| Command::Map(peer, MapRequest::Offer(env), tx)).await
     }
 
     /// The map this node holds.
