@@ -45,7 +45,7 @@ pub struct ReplicationBench {
 }
 
 /// Distinct chunk contents: a fixed random body with the index stamped in front.
-fn chunk(base: &[u8], i: u64) -> Vec<u8> {
+pub(crate) fn chunk(base: &[u8], i: u64) -> Vec<u8> {
     let mut v = base.to_vec();
     v[..8].copy_from_slice(&i.to_le_bytes());
     v
@@ -55,7 +55,7 @@ fn mib_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / elapsed.as_secs_f64() / (1024.0 * 1024.0)
 }
 
-fn disk_limit(dir: &std::path::Path, size: usize, group: usize, seconds: u64) -> anyhow::Result<f64> {
+pub(crate) fn disk_limit(dir: &std::path::Path, size: usize, group: usize, seconds: u64) -> anyhow::Result<f64> {
     let path = dir.join("disk-limit.dat");
     let mut f = std::fs::File::create(&path)?;
     let buf = vec![0xa5u8; size];
@@ -100,7 +100,7 @@ fn loopback_limit(seconds: u64) -> anyhow::Result<f64> {
 }
 
 /// Runs `op(i)` from `concurrency` threads for `seconds`; returns (ops, elapsed).
-fn run_threads(
+pub(crate) fn run_threads(
     concurrency: usize,
     seconds: u64,
     op: impl Fn(u64) -> anyhow::Result<()> + Sync,

@@ -6,6 +6,7 @@
 mod admin;
 
 mod bench;
+mod bench_s3;
 mod dev;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,9 @@ enum Bench {
     /// Replicated chunk put/get through three local nodes vs the disk, loopback and a
     /// single chunk store.
     Replication(bench::ReplicationBench),
+    /// S3 PUT/GET of small and large objects against `hadss dev` (or any endpoint), beside
+    /// the disk and chunk store limits measured in the same run.
+    S3(bench_s3::S3Bench),
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +183,7 @@ fn main() -> anyhow::Result<()> {
         Command::Gateway { config } => runtime.block_on(run_gateway(&config)),
         Command::Admin(admin) => runtime.block_on(run_admin(admin)),
         Command::Bench(Bench::Replication(opts)) => runtime.block_on(bench::run(opts)),
+        Command::Bench(Bench::S3(opts)) => runtime.block_on(bench_s3::run(opts)),
     }
 }
 

@@ -30,6 +30,18 @@ macro_rules! given_checksums {
 
 /// Chunk writes in flight per PUT (bounds its memory to this many chunks plus one).
 pub const CHUNKS_IN_FLIGHT_MAX: usize = 4;
+/// Chunk writes in flight in the whole gateway. A PUT waits for a slot before it reads on,
+/// so many concurrent large uploads queue at the gateway (bounded memory: this many chunks
+/// plus one buffer per request) instead of piling writes onto the storage nodes until they
+/// time out.
+pub const GATEWAY_CHUNK_WRITES_MAX: usize = 16;
+/// How long an object request may trust that a bucket it saw still exists, without a quorum
+/// read. Only existing buckets are cached (a new bucket is visible at once everywhere); a
+/// bucket deleted through another gateway may still take writes here this long, as S3
+/// documents bucket deletion as eventually consistent. Bucket operations never use it.
+pub const BUCKET_CACHE_TTL_MS: u64 = 1_000;
+/// Buckets remembered at most (the cache is emptied when full).
+const BUCKET_CACHE_LEN_MAX: usize = 10_000;
 /// Chunks fetched ahead of the one being sent, per GET.
 pub const CHUNKS_PREFETCH: usize = 2;
 /// Records read per scan while listing.
@@ -44,6 +56,8 @@ pub struct HadssS3 {
     node: Arc<Node>,
     region: String,
     hlc: Hlc,
+    chunk_writes: Arc<tokio::sync::Semaphore>,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, BucketMeta)>>,
 }
 
 impl HadssS3 {
@@ -53,6 +67,8 @@ impl HadssS3 {
             node,
             region: region.to_string(),
             hlc: Hlc::default(),
+            chunk_writes: Arc::new(tokio::sync::Semaphore::new(GATEWAY_CHUNK_WRITES_MAX)),
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -97,11 +113,35 @@ impl HadssS3 {
         self.node.put_record(record).await.map_err(unavailable)
     }
 
-    async fn bucket(&self, bucket: &str) -> S3Result<BucketMeta> {
-        match self.get_record(BUCKETS_PARTITION_KEY, &bucket_key(bucket)).await? {
-            Some(v) => BucketRecord::decode(&v).map_err(internal),
-            None => Err(s3_error!(NoSuchBucket)),
+    /// The bucket as a quorum read finds it now.
+    async fn bucket_fresh(&self, bucket: &str) -> S3Result<BucketMeta> {
+        let meta = match self.get_record(BUCKETS_PARTITION_KEY, &bucket_key(bucket)).await? {
+            Some(v) => BucketRecord::decode(&v).map_err(internal)?,
+            None => {
+                self.forget_bucket(bucket);
+                return Err(s3_error!(NoSuchBucket));
+            }
+        };
+        let mut cache = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= BUCKET_CACHE_LEN_MAX {
+            cache.clear();
         }
+        cache.insert(bucket.to_string(), (std::time::Instant::now(), meta.clone()));
+        Ok(meta)
+    }
+
+    /// The bucket for an object request: from the cache if seen within `BUCKET_CACHE_TTL_MS`.
+    async fn bucket(&self, bucket: &str) -> S3Result<BucketMeta> {
+        if let Some((seen, meta)) = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(bucket)
+            && seen.elapsed() < Duration::from_millis(BUCKET_CACHE_TTL_MS)
+        {
+            return Ok(meta.clone());
+        }
+        self.bucket_fresh(bucket).await
+    }
+
+    fn forget_bucket(&self, bucket: &str) {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).remove(bucket);
     }
 
     async fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectMeta> {
@@ -115,6 +155,15 @@ impl HadssS3 {
         }
     }
 
+    /// Waits for one of the gateway's chunk-write slots.
+    async fn chunk_write_slot(&self) -> S3Result<tokio::sync::OwnedSemaphorePermit> {
+        self.chunk_writes
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| s3_error!(ServiceUnavailable, "the gateway is shutting down"))
+    }
+
     /// Reads a body to its end, storing it inline or as chunks; returns size, MD5 hex and body.
     async fn store_body(
         &self,
@@ -126,7 +175,16 @@ impl HadssS3 {
         let mut size_bytes = 0u64;
         let mut buffer: Vec<u8> = Vec::new();
         let mut chunks: Vec<ChunkRef> = Vec::new();
-        let put = |node: Arc<Node>, data: Vec<u8>| async move { node.put_chunk(data).await };
+        // Each write runs as its own task, so it progresses (and frees its slot) while this
+        // request waits for the next slot.
+        let put = |node: Arc<Node>, data: Vec<u8>, slot: tokio::sync::OwnedSemaphorePermit| {
+            let write = tokio::spawn(async move {
+                let r = node.put_chunk(data).await;
+                drop(slot);
+                r
+            });
+            async move { write.await.map_err(anyhow::Error::from)? }
+        };
         let mut writes = futures::stream::FuturesOrdered::new();
         let mut stream = body;
         while let Some(s) = stream.as_mut() {
@@ -149,7 +207,8 @@ impl HadssS3 {
                         id: chunkstore::ChunkId::of(&data).0,
                         size_bytes: data.len() as u32,
                     });
-                    writes.push_back(put(self.node.clone(), data));
+                    let slot = self.chunk_write_slot().await?;
+                    writes.push_back(put(self.node.clone(), data, slot));
                     // Bounded memory: wait for the oldest write when too many are in flight.
                     while writes.len() >= CHUNKS_IN_FLIGHT_MAX {
                         if let Some(r) = writes.next().await {
@@ -168,7 +227,8 @@ impl HadssS3 {
                 id: chunkstore::ChunkId::of(&buffer).0,
                 size_bytes: buffer.len() as u32,
             });
-            writes.push_back(put(self.node.clone(), buffer));
+            let slot = self.chunk_write_slot().await?;
+            writes.push_back(put(self.node.clone(), buffer, slot));
         }
         while let Some(r) = writes.next().await {
             r.map_err(unavailable)?;
@@ -588,7 +648,7 @@ impl S3 for HadssS3 {
             return Err(s3_error!(InvalidBucketName));
         }
         let owner = req.credentials.map(|c| c.access_key).unwrap_or_default();
-        match self.bucket(&bucket).await {
+        match self.bucket_fresh(&bucket).await {
             Ok(meta) if meta.owner == owner => return Err(s3_error!(BucketAlreadyOwnedByYou)),
             Ok(_) => return Err(s3_error!(BucketAlreadyExists)),
             Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchBucket => {}
@@ -610,7 +670,7 @@ impl S3 for HadssS3 {
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.bucket(&req.input.bucket).await?;
+        self.bucket_fresh(&req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput {
             bucket_region: Some(self.region.clone()),
             ..Default::default()
@@ -633,8 +693,10 @@ impl S3 for HadssS3 {
         if listing.len() > 0 || listing.truncated {
             return Err(s3_error!(BucketNotEmpty));
         }
+        self.forget_bucket(&bucket);
         self.put_record(BUCKETS_PARTITION_KEY, bucket_key(&bucket), RecordValue::Tombstone)
             .await?;
+        self.forget_bucket(&bucket);
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 

@@ -1260,33 +1260,35 @@ impl Inner {
         let (map, placement) = &*view;
         let r = usize::from(map.policy.read_quorum);
         let mut answers: Vec<(NodeId, Option<Record>)> = Vec::new();
-        for node in placement.preference(partition) {
-            if answers.len() >= r {
-                break;
+        // Ask the first R in parallel; each one that cannot answer brings in the next.
+        let preference: Vec<NodeId> = placement.preference(partition).cloned().collect();
+        let ask = |node: NodeId| {
+            let this = self.clone();
+            let key = key.clone();
+            async move {
+                let answer = this.read_record_at(&node, partition, key).await;
+                (node, answer)
             }
-            let answer = if *node == self.node_id {
-                let records = self.records.clone();
-                let k = key.clone();
-                tokio::task::spawn_blocking(move || records.get(partition, &k))
-                    .await?
-                    .ok()
-            } else {
-                match self
-                    .request_meta(
-                        node,
-                        MetaRequest::Get {
-                            partition,
-                            key: key.clone(),
-                        },
-                    )
-                    .await
-                {
-                    Ok(MetaResponse::Record(rec)) => Some(rec),
-                    _ => None,
+        };
+        let mut next = 0;
+        let mut asking = futures::stream::FuturesUnordered::new();
+        while next < preference.len() && asking.len() < r {
+            asking.push(ask(preference[next].clone()));
+            next += 1;
+        }
+        while let Some((node, answer)) = asking.next().await {
+            match answer {
+                Some(a) => {
+                    answers.push((node, a));
+                    if answers.len() >= r {
+                        break;
+                    }
                 }
-            };
-            if let Some(a) = answer {
-                answers.push((node.clone(), a));
+                None if next < preference.len() => {
+                    asking.push(ask(preference[next].clone()));
+                    next += 1;
+                }
+                None => {}
             }
         }
         if answers.len() < r {
@@ -1309,6 +1311,22 @@ impl Inner {
             }
         }
         Ok(newest)
+    }
+
+    /// One replica's copy of a record: `Some(None)` when it holds none, `None` when it
+    /// could not answer.
+    async fn read_record_at(&self, node: &NodeId, partition: u32, key: Vec<u8>) -> Option<Option<Record>> {
+        if *node == self.node_id {
+            let records = self.records.clone();
+            return tokio::task::spawn_blocking(move || records.get(partition, &key))
+                .await
+                .ok()?
+                .ok();
+        }
+        match self.request_meta(node, MetaRequest::Get { partition, key }).await {
+            Ok(MetaResponse::Record(rec)) => Some(rec),
+            _ => None,
+        }
     }
 
     async fn scan_records(
