@@ -1,9 +1,11 @@
 //! The README's main command, `hadss dev`, as a real process, driven by real S3 clients
-//! (boto3 and the aws cli, installed by `scripts/test` into `target/py-venv`): buckets,
+//! (boto3, the aws cli and s3cmd, installed by `scripts/test` into `target/py-venv`): buckets,
 //! objects inline and in chunks, ranges, conditionals, metadata, copy, listings with
 //! pagination and URL encoding, multipart uploads (transfer manager, by hand, part copy,
 //! abort), version listing of unversioned buckets, deletes, S3 error codes, refusal of
-//! anonymous and badly signed requests; `aws s3 mb/cp/sync/ls/rm/rb`; then a clean SIGTERM
+//! anonymous and badly signed requests, presigned URLs (good, tampered, expired);
+//! `aws s3 mb/cp/sync/ls/rm/rb`; s3cmd put/get/ls/del of small, multipart and oddly named
+//! objects compared by sha256; then a clean SIGTERM
 //! shutdown and a restart on the same data directory that serves every object again.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -92,6 +94,24 @@ fn run_awscli(credentials: &Path) {
     assert!(text.contains("aws cli suite: PASS"), "{text}");
 }
 
+fn run_s3cmd(credentials: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/s3cmd_suite.sh");
+    let s3cmd = python().with_file_name("s3cmd");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(credentials)
+        .arg(s3cmd)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "s3cmd suite failed:\n{text}");
+    assert!(text.contains("s3cmd suite: PASS"), "{text}");
+}
+
 fn run_suite(credentials: &Path, phase: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/boto3_suite.py");
     let out = Command::new(python())
@@ -127,6 +147,7 @@ fn s3_clients_against_hadss_dev_and_a_restart() {
     assert!(text.contains(&format!("AWS_ENDPOINT_URL={endpoint}\n")), "{text}");
     run_suite(&credentials, "main");
     run_awscli(&credentials);
+    run_s3cmd(&credentials);
 
     // SIGTERM: a clean exit.
     let pid = rustix::process::Pid::from_raw(dev.0.id() as i32).unwrap();
