@@ -3,7 +3,8 @@
 //! reads through the other); a client node writes 1,000 chunks and 1,000 records through
 //! them; one storage process is killed with SIGKILL; everything stays readable and new
 //! writes succeed (fallbacks hold hints); the killed node restarts from its recorded command,
-//! serves again, and gets back everything written while it was dead.
+//! serves again, and gets back everything written while it was dead. Finally one storage
+//! process is paused (SIGSTOP) and every chunk is read through hedged reads.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -279,6 +280,34 @@ async fn five_storage_processes_survive_a_kill() {
             handed_off += metric(&metrics, "hadss_hints_handed_off_total");
         }
         assert!(handed_off > 0, "the handoff counters show the hints handed back");
+
+        // A paused replica (SIGSTOP: connections open, no answers) costs a hedge delay, not a
+        // request timeout: the reads it would serve first also ask the next replica.
+        let paused = &cluster.nodes[0];
+        netsim::signal(paused.pid, rustix::process::Signal::STOP).unwrap();
+        let hedged_before = client
+            .counters()
+            .hedged_chunk_reads
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for_each_concurrent(ids[..CHUNKS as usize].iter(), |(id, i)| async move {
+            assert_eq!(
+                client.get_chunk(id).await.unwrap().unwrap(),
+                body(*i),
+                "chunk {i} with a replica paused"
+            );
+        })
+        .await;
+        netsim::signal(paused.pid, rustix::process::Signal::CONT).unwrap();
+        let hedged = client
+            .counters()
+            .hedged_chunk_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - hedged_before;
+        assert!(hedged > 0, "reads that met the paused replica first were hedged");
+        phase(
+            started,
+            &format!("all chunks read with a replica paused ({hedged} hedged reads)"),
+        );
         // netsim down (in Drop) also stops the restarted process: record its pid.
         let mut c = netsim::read_cluster_file(&cluster_dir).unwrap();
         c.nodes[2].pid = pid;

@@ -56,6 +56,16 @@ const SWIM_JOIN_CONTACTS_MAX: usize = 8;
 pub const STREAMS_PER_CONNECTION_MAX: usize = 512;
 /// Time a peer has to answer a request.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// A chunk read that has not been answered this long also asks the next replica (hedged
+/// read): a slow or paused replica costs this much, not a request timeout. Well above a 4 MiB
+/// transfer on a LAN, so healthy reads rarely hedge.
+pub const HEDGED_READ_DELAY_MS: u64 = 250;
+/// Hedges allowed per remote chunk read, in thousandths (a token bucket): under load every
+/// read is slow, and hedging them all would double the work. At most about one read in ten
+/// hedges; replicas SWIM reports down are asked last instead.
+const HEDGE_TOKENS_PER_READ_MILLI: u64 = 100;
+/// Most hedges saved up for a burst, in thousandths.
+const HEDGE_TOKENS_MAX_MILLI: u64 = 10_000;
 /// How often the handoff task looks for hints to hand back (it also runs when SWIM reports
 /// a member up).
 pub const HANDOFF_INTERVAL_MS: u64 = 2_000;
@@ -158,11 +168,13 @@ pub struct NodeCounters {
     pub members_up_events: std::sync::atomic::AtomicU64,
     /// Members SWIM reported down.
     pub members_down_events: std::sync::atomic::AtomicU64,
+    /// Chunk reads that asked a second replica because the first was slow.
+    pub hedged_chunk_reads: std::sync::atomic::AtomicU64,
 }
 
 impl NodeCounters {
     /// (name, help, value) of every counter, for metrics.
-    fn all(&self) -> [(&'static str, &'static str, u64); 13] {
+    fn all(&self) -> [(&'static str, &'static str, u64); 14] {
         use std::sync::atomic::Ordering::Relaxed;
         [
             (
@@ -230,6 +242,11 @@ impl NodeCounters {
                 "Members SWIM reported down",
                 self.members_down_events.load(Relaxed),
             ),
+            (
+                "hedged_chunk_reads",
+                "Chunk reads that also asked the next replica because one was slow",
+                self.hedged_chunk_reads.load(Relaxed),
+            ),
         ]
     }
 }
@@ -261,6 +278,8 @@ struct Inner {
     swim: swim::driver::SwimHandle,
     swim_in: mpsc::Sender<swim::driver::Incoming>,
     role: swim::Role,
+    /// Hedge token bucket, in thousandths of a hedge.
+    hedge_tokens_milli: std::sync::atomic::AtomicU64,
     /// Set on monitors: answers Raft frames and admin requests.
     monitor: std::sync::OnceLock<Arc<dyn MonitorService>>,
 }
@@ -414,6 +433,7 @@ impl Node {
             swim: swim_handle,
             swim_in: swim_in_tx,
             role: config.role,
+            hedge_tokens_milli: std::sync::atomic::AtomicU64::new(HEDGE_TOKENS_MAX_MILLI),
             monitor: std::sync::OnceLock::new(),
         });
         tokio::spawn(follow_membership(swim_events, Arc::downgrade(&inner)));
@@ -1145,13 +1165,49 @@ impl Inner {
         let replicas = usize::from(view.0.policy.replication);
         // Replicas found without a good copy: given the verified bytes once they are found.
         let mut lacking: Vec<NodeId> = Vec::new();
-        for (rank, node) in view.1.preference(partition).enumerate() {
-            if *node == self.node_id {
-                continue;
+        let mut candidates: Vec<(usize, NodeId)> = view
+            .1
+            .preference(partition)
+            .enumerate()
+            .filter(|(_, n)| **n != self.node_id)
+            .map(|(rank, n)| (rank, n.clone()))
+            .collect();
+        // Members SWIM reports down are asked last (stable: preference order otherwise).
+        candidates.sort_by_key(|(_, n)| !self.is_alive(n));
+        self.earn_hedge_token();
+        let ask = |(rank, node): (usize, NodeId)| {
+            let this = self.clone();
+            async move {
+                let answer = this.request_chunk(&node, ChunkRequest::Get { id: id.0 }).await;
+                (rank, node, answer)
             }
-            let answer = self.request_chunk(node, ChunkRequest::Get { id: id.0 }).await;
+        };
+        // Hedged read: one replica at a time, but a replica that has not answered within
+        // `HEDGED_READ_DELAY_MS` gets company from the next one; the first good copy wins.
+        let mut next = 0;
+        let mut asking = futures::stream::FuturesUnordered::new();
+        if let Some(c) = candidates.first() {
+            asking.push(ask(c.clone()));
+            next = 1;
+        }
+        let hedge = tokio::time::sleep(Duration::from_millis(HEDGED_READ_DELAY_MS));
+        tokio::pin!(hedge);
+        loop {
+            let (rank, node, answer) = tokio::select! {
+                Some(done) = asking.next() => done,
+                () = &mut hedge, if next < candidates.len() => {
+                    if self.take_hedge_token() {
+                        bump(&self.counters.hedged_chunk_reads);
+                        asking.push(ask(candidates[next].clone()));
+                        next += 1;
+                    }
+                    hedge.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(HEDGED_READ_DELAY_MS));
+                    continue;
+                }
+                else => break,
+            };
             let bytes = match answer {
-                Ok(ChunkResponse::Data(bytes)) if ChunkId::of(&bytes) == id => bytes,
+                Ok(ChunkResponse::Data(bytes)) if ChunkId::of(&bytes) == id => Some(bytes),
                 Ok(ChunkResponse::Data(_)) => {
                     // Never pass on bytes that do not match their id.
                     bump(&self.counters.chunk_id_mismatch);
@@ -1159,7 +1215,7 @@ impl Inner {
                     if rank < replicas {
                         lacking.push(node.clone());
                     }
-                    continue;
+                    None
                 }
                 Ok(ChunkResponse::NotFound)
                 | Ok(ChunkResponse::Error(RemoteError {
@@ -1169,9 +1225,17 @@ impl Inner {
                     if rank < replicas {
                         lacking.push(node.clone());
                     }
-                    continue;
+                    None
                 }
-                _ => continue,
+                _ => None,
+            };
+            let Some(bytes) = bytes else {
+                // No copy there: ask the next one at once.
+                if next < candidates.len() {
+                    asking.push(ask(candidates[next].clone()));
+                    next += 1;
+                }
+                continue;
             };
             if corrupt_here {
                 let repaired = self.store_chunk_locally(id, Arc::new(bytes.clone())).await;
@@ -1311,6 +1375,20 @@ impl Inner {
             }
         }
         Ok(newest)
+    }
+
+    fn earn_hedge_token(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self.hedge_tokens_milli.fetch_update(Relaxed, Relaxed, |t| {
+            Some((t + HEDGE_TOKENS_PER_READ_MILLI).min(HEDGE_TOKENS_MAX_MILLI))
+        });
+    }
+
+    fn take_hedge_token(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.hedge_tokens_milli
+            .fetch_update(Relaxed, Relaxed, |t| t.checked_sub(1000))
+            .is_ok()
     }
 
     /// One replica's copy of a record: `Some(None)` when it holds none, `None` when it
