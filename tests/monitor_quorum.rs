@@ -125,6 +125,26 @@ async fn monitors_publish_epochs_and_admit_nodes() {
     })
     .await;
 
+    // A node with the cluster secret that is not a monitor cannot disturb elections: its
+    // vote request (for itself, at a huge term) is refused and no monitor's term moves.
+    let term_before: Vec<u64> = monitors.iter().map(|m| m.as_ref().unwrap().status().term).collect();
+    let intruder = storage[3].peer_id();
+    let vote = openraft::raft::VoteRequest::new(
+        openraft::Vote::new(1_000_000, hadss::monitor::raft::raft_id_of(&intruder)),
+        None,
+    );
+    let frame =
+        hadss::node::protocol::RaftFrame(postcard::to_allocvec(&hadss::monitor::raft::RaftRpc::Vote(vote)).unwrap());
+    let monitor_peer = monitors[0].as_ref().unwrap().node().peer_id();
+    let answer = storage[3].raft_request(monitor_peer, frame).await.unwrap();
+    let reply: hadss::monitor::raft::RaftRpcReply = postcard::from_bytes(&answer.0).unwrap();
+    assert!(
+        matches!(reply, hadss::monitor::raft::RaftRpcReply::Refused(ref why) if why.contains("not a monitor")),
+        "{reply:?}"
+    );
+    let term_after: Vec<u64> = monitors.iter().map(|m| m.as_ref().unwrap().status().term).collect();
+    assert_eq!(term_before, term_after, "no monitor's term moved");
+
     // Data flows through the admitted nodes.
     let id = storage[0].put_chunk(b"monitor test chunk".to_vec()).await.unwrap();
     assert_eq!(storage[3].get_chunk(&id).await.unwrap().unwrap(), b"monitor test chunk");

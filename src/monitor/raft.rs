@@ -4,7 +4,8 @@
 //! Identity: a monitor's Raft id is derived from its libp2p peer id (first 8 bytes of BLAKE3
 //! of the peer id bytes), so no operator has to number monitors. Every inbound RPC must come
 //! from the peer whose Raft id it claims as its sender (the vote's node id): a peer with the
-//! cluster secret but not that monitor's key cannot speak for it.
+//! cluster secret but not that monitor's key cannot speak for it, and only members of the
+//! membership this monitor knows (voters and learners) are heard at all.
 
 use std::time::Duration;
 
@@ -149,9 +150,23 @@ pub async fn serve(raft: &MonitorRaft, from: PeerId, frame: RaftFrame) -> RaftFr
         Ok(r) => r,
         Err(e) => return reply(RaftRpcReply::Refused(format!("frame does not decode: {e}"))),
     };
-    if rpc.sender() != Some(raft_id_of(&from)) {
+    let sender = raft_id_of(&from);
+    if rpc.sender() != Some(sender) {
         return reply(RaftRpcReply::Refused(
             "sender does not match the monitor the RPC names".into(),
+        ));
+    }
+    // Only monitors of the membership this one knows may vote or replicate to it (a node
+    // holding the cluster secret must not disturb elections). A monitor with no membership
+    // yet accepts the leader that is adding it.
+    let known = {
+        let m = raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        membership.nodes().next().is_none() || membership.get_node(&sender).is_some()
+    };
+    if !known {
+        return reply(RaftRpcReply::Refused(
+            "the sender is not a monitor of this quorum".into(),
         ));
     }
     reply(match rpc {
