@@ -248,7 +248,15 @@ async fn monitors_publish_epochs_and_admit_nodes() {
     let gone = monitors[0].take().unwrap();
     gone.shutdown().await;
     drop(gone);
-    let epoch = monitors[1].as_ref().unwrap().status().map.unwrap().epoch;
+    // The membership change applies in two entries (joint, then final): wait until every
+    // remaining monitor has applied the same epoch before counting from it.
+    let epoch_of = |m: &Option<Monitor>| m.as_ref().map(|m| m.status().map.map_or(0, |map| map.epoch));
+    common::eventually(Duration::from_secs(20), "the monitors agree on the epoch", || async {
+        let epochs: Vec<u64> = monitors.iter().filter_map(epoch_of).collect();
+        epochs.windows(2).all(|w| w[0] == w[1]) && storage.iter().all(|n| Some(n.epoch()) == epochs.first().copied())
+    })
+    .await;
+    let epoch = monitors.iter().find_map(epoch_of).unwrap();
 
     // Kill the leader: the other two elect a new one and changes go on.
     let leader = leader_of(&monitors).await;
