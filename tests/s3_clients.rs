@@ -76,13 +76,13 @@ fn start_dev(data: &Path, run: u32) -> (Dev, String) {
     }
 }
 
-fn run_awscli(credentials: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/awscli_suite.sh");
-    let aws = python().with_file_name("aws");
+/// Runs `tests/s3/<script> CREDENTIALS <venv>/bin/<tool>` and checks it printed `<name>: PASS`.
+fn run_shell_suite(credentials: &Path, script: &str, tool: &str, name: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3").join(script);
     let out = Command::new("bash")
         .arg(script)
         .arg(credentials)
-        .arg(aws)
+        .arg(python().with_file_name(tool))
         .output()
         .unwrap();
     let text = format!(
@@ -90,26 +90,8 @@ fn run_awscli(credentials: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "aws cli suite failed:\n{text}");
-    assert!(text.contains("aws cli suite: PASS"), "{text}");
-}
-
-fn run_s3cmd(credentials: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/s3cmd_suite.sh");
-    let s3cmd = python().with_file_name("s3cmd");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(credentials)
-        .arg(s3cmd)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "s3cmd suite failed:\n{text}");
-    assert!(text.contains("s3cmd suite: PASS"), "{text}");
+    assert!(out.status.success(), "{name} failed:\n{text}");
+    assert!(text.contains(&format!("{name}: PASS")), "{text}");
 }
 
 fn run_suite(credentials: &Path, phase: &str) {
@@ -146,8 +128,8 @@ fn s3_clients_against_hadss_dev_and_a_restart() {
     }
     assert!(text.contains(&format!("AWS_ENDPOINT_URL={endpoint}\n")), "{text}");
     run_suite(&credentials, "main");
-    run_awscli(&credentials);
-    run_s3cmd(&credentials);
+    run_shell_suite(&credentials, "awscli_suite.sh", "aws", "aws cli suite");
+    run_shell_suite(&credentials, "s3cmd_suite.sh", "s3cmd", "s3cmd suite");
 
     // SIGTERM: a clean exit.
     let pid = rustix::process::Pid::from_raw(dev.0.id() as i32).unwrap();

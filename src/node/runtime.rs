@@ -613,15 +613,7 @@ impl Node {
 
     /// Queues a request for the network loop and waits for its answer.
     async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> anyhow::Result<T> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .cmd
-            .send(command(tx))
-            .await
-            .map_err(|_| anyhow::anyhow!("node stopped"))?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("node stopped"))?
-            .map_err(|e| anyhow::anyhow!(e))
+        self.inner.ask(command).await?.map_err(|e| anyhow::anyhow!(e))
     }
 
     /// Sends one Raft frame to `peer` and waits for its answer.
@@ -717,13 +709,18 @@ impl Inner {
         !self.down.read().unwrap_or_else(|p| p.into_inner()).contains(node)
     }
 
-    async fn pull_map(&self, peer: PeerId) -> anyhow::Result<u64> {
+    /// Queues a request for the network loop and waits for its answer.
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> anyhow::Result<Result<T, String>> {
         let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(Command::Map(peer, MapRequest::Get, tx))
+            .send(command(tx))
             .await
             .map_err(|_| anyhow::anyhow!("node stopped"))?;
-        match rx.await.map_err(|_| anyhow::anyhow!("node stopped"))? {
+        rx.await.map_err(|_| anyhow::anyhow!("node stopped"))
+    }
+
+    async fn pull_map(&self, peer: PeerId) -> anyhow::Result<u64> {
+        match self.ask(|tx| Command::Map(peer, MapRequest::Get, tx)).await? {
             Ok(MapResponse::Map(Some(env))) => self.offer_map(env).await,
             Ok(MapResponse::Map(None)) => anyhow::bail!("{peer} has no map"),
             Ok(other) => anyhow::bail!("unexpected answer from {peer}: {other:?}"),
