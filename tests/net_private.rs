@@ -126,3 +126,59 @@ async fn oversized_messages_fail_cleanly() {
     let (resp, _) = request(&mut server, &mut client, just_under.clone()).await.unwrap();
     assert_eq!(resp, Resp::Echo(just_under));
 }
+
+/// Two nodes that dial each other at the same moment both get their answer. (With dials
+/// bound to the listening port, the two connects can form one TCP simultaneous-open
+/// connection on which both ends start Noise as initiator, and both requests fail.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_dials_in_both_directions_succeed() {
+    const ROUNDS: usize = 40;
+    let secret = *blake3::hash(b"simultaneous").as_bytes();
+    for round in 0..ROUNDS {
+        let mut a = swarm(secret);
+        let mut b = swarm(secret);
+        let (addr_a, addr_b) = (listen(&mut a).await, listen(&mut b).await);
+        let (id_a, id_b) = (*a.local_peer_id(), *b.local_peer_id());
+        a.add_peer_address(id_b, addr_b);
+        b.add_peer_address(id_a, addr_a);
+        let ask_a = a.behaviour_mut().send_request(&id_b, Req::Echo(b"from a".to_vec()));
+        let ask_b = b.behaviour_mut().send_request(&id_a, Req::Echo(b"from b".to_vec()));
+        let mut answered = (false, false);
+        let run = async {
+            while answered != (true, true) {
+                let (ev, from_a) = tokio::select! {
+                    ev = a.select_next_some() => (ev, true),
+                    ev = b.select_next_some() => (ev, false),
+                };
+                let me = if from_a { &mut a } else { &mut b };
+                match ev {
+                    SwarmEvent::Behaviour(request_response::Event::Message { message, .. }) => match message {
+                        request_response::Message::Request {
+                            request: Req::Echo(body),
+                            channel,
+                            ..
+                        } => {
+                            let _ = me.behaviour_mut().send_response(channel, Resp::Echo(body));
+                        }
+                        request_response::Message::Response { request_id, .. } => {
+                            if from_a && request_id == ask_a {
+                                answered.0 = true;
+                            } else if !from_a && request_id == ask_b {
+                                answered.1 = true;
+                            }
+                        }
+                    },
+                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
+                        return Err(format!("round {round}: a request failed: {error}"));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(TEST_TIMEOUT, run)
+            .await
+            .unwrap_or_else(|_| Err(format!("round {round}: timed out")))
+            .unwrap();
+    }
+}

@@ -2,9 +2,19 @@
 //! by the cluster secret (`pnet`), then Noise (authenticates the peer's ed25519 key, so the
 //! remote `PeerId` is proven), then Yamux streams. A peer without the secret fails the pnet
 //! handshake and never reaches Noise. QUIC is left out: pnet cannot wrap it.
+//!
+//! Dials never reuse the listening port ([`FreshPorts`]): when two nodes dial each other at
+//! the same moment from their listening ports, the two TCP connects form one 4-tuple, the
+//! kernel makes them a single simultaneous-open connection, and both ends then start the
+//! Noise handshake as initiator, so both dials fail. Port reuse only helps hole punching
+//! through NATs, which a storage cluster does not do.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use libp2p::Multiaddr;
+use libp2p::core::transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent};
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
@@ -30,7 +40,7 @@ where
             let pnet = PnetConfig::new(secret);
             let noise = noise::Config::new(key)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                FreshPorts(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)))
                     .and_then(move |socket, _| pnet.handshake(socket))
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)
@@ -44,4 +54,37 @@ where
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_millis(IDLE_CONNECTION_TIMEOUT_MS)))
         .build();
     Ok(swarm)
+}
+
+/// A transport whose dials always bind a fresh local port (see the module comment).
+#[derive(Debug)]
+pub struct FreshPorts<T>(pub T);
+
+impl<T: Transport + Unpin> Transport for FreshPorts<T> {
+    type Output = T::Output;
+    type Error = T::Error;
+    type ListenerUpgrade = T::ListenerUpgrade;
+    type Dial = T::Dial;
+
+    fn listen_on(&mut self, id: ListenerId, addr: Multiaddr) -> Result<(), TransportError<Self::Error>> {
+        self.0.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.0.remove_listener(id)
+    }
+
+    fn dial(&mut self, addr: Multiaddr, opts: DialOpts) -> Result<Self::Dial, TransportError<Self::Error>> {
+        self.0.dial(
+            addr,
+            DialOpts {
+                port_use: PortUse::New,
+                ..opts
+            },
+        )
+    }
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
 }
