@@ -1,5 +1,5 @@
 //! `hadss admin` commands that talk to the monitors: status, node and policy changes,
-//! monitor membership. Each change is sent under one request id and retried across the
+//! monitor membership, and S3 access keys (those any node serves). Each change is sent under one request id and retried across the
 //! monitors until it commits or is refused, so it applies at most once.
 
 use std::path::PathBuf;
@@ -312,5 +312,211 @@ pub fn node_id(data_dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)?;
     let key = hadss::net::identity::load_or_create_keypair(&data_dir.join("node.key"))?;
     println!("{}", key.public().to_peer_id());
+    Ok(())
+}
+
+/// `hadss admin key …`: S3 access keys, stored in the cluster (any node serves these, so
+/// `--monitor` may name a storage node when every monitor is down).
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Make a key with a random id and secret (printed once: keep the secret).
+    Create {
+        #[command(flatten)]
+        monitors: Monitors,
+        /// A label for the key.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Let the key create buckets (it owns those it creates).
+        #[arg(long)]
+        create_bucket: bool,
+    },
+    /// Store a key with a given id and secret.
+    Import {
+        #[command(flatten)]
+        monitors: Monitors,
+        /// The access key id.
+        #[arg(long)]
+        id: String,
+        /// The secret key (at least 16 characters).
+        #[arg(long, env = "HADSS_IMPORT_SECRET_KEY")]
+        secret_key: String,
+        /// A label for the key.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List the keys and their grants (no secrets).
+    List {
+        #[command(flatten)]
+        monitors: Monitors,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one key's grants (no secret).
+    Info {
+        #[command(flatten)]
+        monitors: Monitors,
+        /// The access key id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a key rights on a bucket, or the right to create buckets.
+    Allow(KeyGrantArgs),
+    /// Take rights away (the same flags as `allow`).
+    Deny(KeyGrantArgs),
+    /// Delete a key: requests signed with it fail within a second on every gateway.
+    Delete {
+        #[command(flatten)]
+        monitors: Monitors,
+        /// The access key id.
+        id: String,
+    },
+}
+
+/// The rights of a `key allow` or `key deny`.
+#[derive(Args, Debug)]
+pub struct KeyGrantArgs {
+    #[command(flatten)]
+    monitors: Monitors,
+    /// The access key id.
+    id: String,
+    /// The bucket the rights are on.
+    #[arg(long, required_unless_present = "create_bucket")]
+    bucket: Option<String>,
+    /// Get, head and list objects.
+    #[arg(long, requires = "bucket")]
+    read: bool,
+    /// Put, copy and delete objects; multipart uploads.
+    #[arg(long, requires = "bucket")]
+    write: bool,
+    /// Delete the bucket; change its settings.
+    #[arg(long, requires = "bucket")]
+    owner: bool,
+    /// Creating buckets.
+    #[arg(long)]
+    create_bucket: bool,
+}
+
+/// Sends a key request to the first of `m`'s nodes that answers.
+async fn key_request(m: &Monitors, request: hadss::access::KeyRequest) -> anyhow::Result<hadss::access::KeyResponse> {
+    let secret = m.secret()?;
+    let mut errors = Vec::new();
+    for addr in &m.monitors {
+        let ask = hadss::node::client::admin_request(secret, addr, AdminRequest::Keys(request.clone()));
+        match tokio::time::timeout(m.timeout(), ask).await {
+            Ok(Ok(AdminResponse::Keys(r))) => return Ok(r),
+            Ok(Ok(other)) => errors.push(format!("{addr}: unexpected answer {other:?}")),
+            Ok(Err(e)) => errors.push(format!("{addr}: {e:#}")),
+            Err(_) => errors.push(format!("{addr}: no answer in {} s", m.timeout_s)),
+        }
+    }
+    anyhow::bail!("no node answered: {}", errors.join("; "))
+}
+
+fn key_json(k: &hadss::access::KeySummary) -> serde_json::Value {
+    serde_json::json!({
+        "id": k.id,
+        "name": k.name,
+        "created_ms": k.created_ms,
+        "create_bucket": k.create_bucket,
+        "buckets": k.buckets.iter().map(|(b, p)| serde_json::json!({
+            "bucket": b, "read": p.read, "write": p.write, "owner": p.owner,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_key(k: &hadss::access::KeySummary) {
+    let name = if k.name.is_empty() { "-" } else { &k.name };
+    let create = if k.create_bucket {
+        "may create buckets"
+    } else {
+        "no bucket creation"
+    };
+    println!("{}  name={name}  {create}", k.id);
+    for (bucket, p) in &k.buckets {
+        println!("  {p}  {bucket}");
+    }
+}
+
+/// Runs `hadss admin key …`.
+pub async fn key(cmd: KeyCmd) -> anyhow::Result<()> {
+    use hadss::access::{KeyEdit, KeyRequest, KeyResponse, Permission};
+    let (m, request, json) = match cmd {
+        KeyCmd::Create {
+            monitors,
+            name,
+            create_bucket,
+        } => (monitors, KeyRequest::Create { name, create_bucket }, false),
+        KeyCmd::Import {
+            monitors,
+            id,
+            secret_key,
+            name,
+        } => (
+            monitors,
+            KeyRequest::Import {
+                id,
+                secret: secret_key,
+                name,
+            },
+            false,
+        ),
+        KeyCmd::List { monitors, json } => (monitors, KeyRequest::List, json),
+        KeyCmd::Info { monitors, id, json } => (monitors, KeyRequest::Info { id }, json),
+        KeyCmd::Delete { monitors, id } => (monitors, KeyRequest::Delete { id }, false),
+        KeyCmd::Allow(a) => {
+            let rights = Permission {
+                read: a.read,
+                write: a.write,
+                owner: a.owner,
+            };
+            let edit = KeyEdit {
+                bucket: a.bucket,
+                grant: rights,
+                revoke: Permission::default(),
+                create_bucket: a.create_bucket.then_some(true),
+            };
+            (a.monitors, KeyRequest::Edit { id: a.id, edit }, false)
+        }
+        KeyCmd::Deny(a) => {
+            let rights = Permission {
+                read: a.read,
+                write: a.write,
+                owner: a.owner,
+            };
+            let edit = KeyEdit {
+                bucket: a.bucket,
+                grant: Permission::default(),
+                // `deny --bucket B` alone takes every right on B away.
+                revoke: if rights.is_empty() { Permission::ALL } else { rights },
+                create_bucket: a.create_bucket.then_some(false),
+            };
+            (a.monitors, KeyRequest::Edit { id: a.id, edit }, false)
+        }
+    };
+    match key_request(&m, request).await? {
+        KeyResponse::Created { id, secret } => {
+            println!("access key id:  {id}");
+            println!("secret key:     {secret}");
+            println!("(the secret is not shown again)");
+        }
+        KeyResponse::Key(k) if json => println!("{}", serde_json::to_string_pretty(&key_json(&k))?),
+        KeyResponse::Key(k) => print_key(&k),
+        KeyResponse::Keys(keys) if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&keys.iter().map(key_json).collect::<Vec<_>>())?
+        ),
+        KeyResponse::Keys(keys) => {
+            if keys.is_empty() {
+                println!("no keys");
+            }
+            keys.iter().for_each(print_key);
+        }
+        KeyResponse::Done => println!("done"),
+        KeyResponse::NoSuchKey => anyhow::bail!("no such key"),
+        KeyResponse::Error(e) => anyhow::bail!("refused: {e}"),
+    }
     Ok(())
 }

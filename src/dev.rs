@@ -194,7 +194,7 @@ pub async fn run(
     let s3 = hadss::gateway::serve(
         opts.s3_listen,
         gateway.clone(),
-        hadss::gateway::StaticKeys::single(&access_key, &secret_key),
+        (&access_key, &secret_key),
         &opts.region,
     )
     .await

@@ -84,6 +84,10 @@ enum Admin {
     /// Add or remove a monitor (Raft membership change).
     #[command(subcommand)]
     Monitor(admin::MonitorCmd),
+    /// S3 access keys and their bucket rights: create, import, list, info, allow, deny,
+    /// delete (stored in the cluster; any node answers).
+    #[command(subcommand)]
+    Key(admin::KeyCmd),
     /// Create a node key in a data dir if it has none and print its peer id.
     NodeId {
         /// The node's data dir.
@@ -343,7 +347,7 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     let s3 = hadss::gateway::serve(
         cfg.s3_listen.parse().context("s3_listen address")?,
         node.clone(),
-        hadss::gateway::StaticKeys::single(&cfg.access_key, &secret_key),
+        (&cfg.access_key, &secret_key),
         &cfg.region,
     )
     .await
@@ -399,6 +403,7 @@ async fn run_admin(admin: Admin) -> anyhow::Result<()> {
         Admin::Node(cmd) => admin::node(cmd).await?,
         Admin::Policy(cmd) => admin::policy(cmd).await?,
         Admin::Monitor(cmd) => admin::monitor(cmd).await?,
+        Admin::Key(cmd) => admin::key(cmd).await?,
         Admin::NodeId { data_dir } => admin::node_id(&data_dir)?,
         Admin::Init { dir } => {
             std::fs::create_dir_all(&dir)?;
@@ -492,4 +497,14 @@ async fn run_admin(admin: Admin) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's definition (unique names, valid requirements) only when it
+    /// parses in a debug build; this checks every subcommand at once.
+    #[test]
+    fn cli_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -158,3 +158,35 @@ fn s3_clients_against_hadss_dev_and_a_restart() {
     assert!(again.contains(&format!("AWS_ENDPOINT_URL={endpoint}\n")), "{again}");
     run_suite(&credentials, "restart");
 }
+
+/// Access keys made with `hadss admin key` against the dev cluster's monitor, used by boto3:
+/// grants per bucket, bucket creation and ownership, copy sources, import, revoke, delete.
+#[test]
+fn access_keys_made_with_hadss_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hadss-data");
+    let (_dev, _endpoint) = start_dev(&data, 1);
+    let printed = std::fs::read_to_string(data.with_extension("out1")).unwrap();
+    let monitor = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("monitor:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no monitor address printed:\n{printed}"))
+        .to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/keys_suite.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(data.join("credentials.env"))
+        .arg(env!("CARGO_BIN_EXE_hadss"))
+        .arg(data.join("keys/cluster.secret"))
+        .arg(&monitor)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "keys suite failed:\n{text}");
+    assert!(text.contains("keys suite: PASS"), "{text}");
+}

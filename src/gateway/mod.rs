@@ -9,52 +9,22 @@
 //! bounded whatever the object size. The object record is written only after every chunk is
 //! on W replicas: a reader never sees a record whose chunks are missing.
 //!
-//! Not here yet (see the gateway issue): access keys stored in the cluster with per-bucket
-//! permissions (keys come from a static set), race-safe `If-None-Match: *`, checksum
-//! headers, hedged reads.
+//! Who may do what: `auth` (the gateway's root key, and access keys stored in the cluster
+//! with per-bucket grants).
+//!
+//! Not here yet (see the gateway issue): race-safe `If-None-Match: *`.
 
+pub mod auth;
 mod checksum;
 pub mod model;
 mod s3;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::node::Node;
 
 pub use s3::HadssS3;
-
-/// Access keys a gateway accepts (access key id → secret).
-#[derive(Clone, Default)]
-pub struct StaticKeys {
-    keys: HashMap<String, String>,
-}
-
-impl std::fmt::Debug for StaticKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticKeys").field("count", &self.keys.len()).finish()
-    }
-}
-
-impl StaticKeys {
-    /// A key set with one key.
-    pub fn single(access_key: &str, secret_key: &str) -> StaticKeys {
-        let mut keys = HashMap::new();
-        keys.insert(access_key.to_string(), secret_key.to_string());
-        StaticKeys { keys }
-    }
-}
-
-#[async_trait::async_trait]
-impl s3s::auth::S3Auth for StaticKeys {
-    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
-        match self.keys.get(access_key) {
-            Some(secret) => Ok(s3s::auth::SecretKey::from(secret.as_str())),
-            None => Err(s3s::s3_error!(InvalidAccessKeyId)),
-        }
-    }
-}
 
 /// A running S3 endpoint; dropping it stops accepting connections.
 pub struct S3Endpoint {
@@ -78,10 +48,19 @@ impl Drop for S3Endpoint {
 /// Connections an S3 endpoint serves at once; more wait in the accept queue.
 pub const S3_CONNECTIONS_MAX: usize = 1024;
 
-/// Serves the S3 API on `listen` over the cluster reached through `node`.
-pub async fn serve(listen: SocketAddr, node: Arc<Node>, keys: StaticKeys, region: &str) -> std::io::Result<S3Endpoint> {
-    let mut builder = s3s::service::S3ServiceBuilder::new(HadssS3::new(node, region));
-    builder.set_auth(keys);
+/// Serves the S3 API on `listen` over the cluster reached through `node`. `root` is the
+/// gateway's root key (access key id, secret): every right on every bucket. Cluster access
+/// keys (`hadss admin key`) are read through `node`.
+pub async fn serve(
+    listen: SocketAddr,
+    node: Arc<Node>,
+    root: (&str, &str),
+    region: &str,
+) -> std::io::Result<S3Endpoint> {
+    let keys = auth::SharedKeys(Arc::new(auth::GatewayKeys::with_cluster(root.0, root.1, node.clone())));
+    let mut builder = s3s::service::S3ServiceBuilder::new(HadssS3::new(node, region, keys.0.clone()));
+    builder.set_auth(keys.clone());
+    builder.set_access(keys);
     let service = builder.build();
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let local_addr = listener.local_addr()?;

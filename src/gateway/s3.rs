@@ -9,7 +9,9 @@ use md5::Digest;
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
+use super::auth::caller_of as caller;
 use super::model::*;
+use crate::access::{Action, KeyEdit, KeyRequest, KeyResponse, Permission};
 use crate::node::Node;
 use crate::storage::records::{Hlc, Record, RecordValue, Version};
 
@@ -58,17 +60,19 @@ pub struct HadssS3 {
     hlc: Hlc,
     chunk_writes: Arc<tokio::sync::Semaphore>,
     buckets: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, BucketMeta)>>,
+    keys: Arc<super::auth::GatewayKeys>,
 }
 
 impl HadssS3 {
     /// A service over the cluster `node` belongs to.
-    pub fn new(node: Arc<Node>, region: &str) -> HadssS3 {
+    pub fn new(node: Arc<Node>, region: &str, keys: Arc<super::auth::GatewayKeys>) -> HadssS3 {
         HadssS3 {
             node,
             region: region.to_string(),
             hlc: Hlc::default(),
             chunk_writes: Arc::new(tokio::sync::Semaphore::new(GATEWAY_CHUNK_WRITES_MAX)),
             buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+            keys,
         }
     }
 
@@ -138,6 +142,34 @@ impl HadssS3 {
             return Ok(meta.clone());
         }
         self.bucket_fresh(bucket).await
+    }
+
+    /// Removes every key's grant on a deleted bucket, so a bucket created later under the
+    /// same name starts with no grants. Best effort: a failure is logged, and what is left
+    /// can be removed with `hadss admin key deny`.
+    async fn revoke_all_grants(&self, bucket: &str) {
+        let keys = match self.node.key_request(KeyRequest::List).await {
+            KeyResponse::Keys(keys) => keys,
+            other => {
+                tracing::warn!(%bucket, ?other, "listing keys to revoke a deleted bucket's grants failed");
+                return;
+            }
+        };
+        for key in keys.into_iter().filter(|k| k.buckets.iter().any(|(b, _)| b == bucket)) {
+            let edit = KeyRequest::Edit {
+                id: key.id.clone(),
+                edit: KeyEdit {
+                    bucket: Some(bucket.to_string()),
+                    revoke: Permission::ALL,
+                    ..Default::default()
+                },
+            };
+            let reply = self.node.key_request(edit).await;
+            self.keys.forget(&key.id);
+            if let KeyResponse::Error(_) | KeyResponse::NoSuchKey = reply {
+                tracing::warn!(%bucket, key = %key.id, ?reply, "revoking a deleted bucket's grant failed");
+            }
+        }
     }
 
     fn forget_bucket(&self, bucket: &str) {
@@ -607,7 +639,8 @@ fn metadata_map(pairs: &[(String, String)]) -> Option<Metadata> {
 
 #[async_trait::async_trait]
 impl S3 for HadssS3 {
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let caller = caller(&req)?;
         let partition = self.partition(BUCKETS_PARTITION_KEY)?;
         let mut buckets = Vec::new();
         let mut after: Option<Vec<u8>> = None;
@@ -622,8 +655,12 @@ impl S3 for HadssS3 {
                 after = Some(rec.key.clone());
                 let RecordValue::Data(v) = &rec.value else { continue };
                 let meta = BucketRecord::decode(v).map_err(internal)?;
+                let name = String::from_utf8_lossy(&rec.key[BUCKET_PREFIX.len()..]).into_owned();
+                if !caller.allows(Action::See(&name)) {
+                    continue;
+                }
                 buckets.push(Bucket {
-                    name: Some(String::from_utf8_lossy(&rec.key[BUCKET_PREFIX.len()..]).into_owned()),
+                    name: Some(name),
                     creation_date: Some(timestamp(meta.created_ms)),
                     bucket_region: None,
                 });
@@ -643,13 +680,14 @@ impl S3 for HadssS3 {
     }
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let caller = caller(&req)?;
         let bucket = req.input.bucket;
         if !valid_bucket_name(&bucket) {
             return Err(s3_error!(InvalidBucketName));
         }
         let owner = req.credentials.map(|c| c.access_key).unwrap_or_default();
         match self.bucket_fresh(&bucket).await {
-            Ok(meta) if meta.owner == owner => return Err(s3_error!(BucketAlreadyOwnedByYou)),
+            Ok(_) if caller.allows(Action::See(&bucket)) => return Err(s3_error!(BucketAlreadyOwnedByYou)),
             Ok(_) => return Err(s3_error!(BucketAlreadyExists)),
             Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchBucket => {}
             Err(e) => return Err(e),
@@ -664,6 +702,30 @@ impl S3 for HadssS3 {
             RecordValue::Data(BucketRecord::V1(meta).encode()),
         )
         .await?;
+        if let Some(id) = caller.key_id() {
+            // The creating key owns the bucket; without that grant the bucket is unusable to
+            // it, so a failed grant undoes the creation.
+            let edit = KeyRequest::Edit {
+                id: id.to_string(),
+                edit: KeyEdit {
+                    bucket: Some(bucket.clone()),
+                    grant: Permission::ALL,
+                    ..Default::default()
+                },
+            };
+            let reply = self.node.key_request(edit).await;
+            self.keys.forget(id);
+            if let KeyResponse::Error(_) | KeyResponse::NoSuchKey = reply {
+                tracing::warn!(%bucket, key = %id, ?reply, "granting the new bucket to its creator failed");
+                self.put_record(BUCKETS_PARTITION_KEY, bucket_key(&bucket), RecordValue::Tombstone)
+                    .await?;
+                self.forget_bucket(&bucket);
+                return Err(s3_error!(
+                    ServiceUnavailable,
+                    "the bucket could not be granted to its creator; retry"
+                ));
+            }
+        }
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{bucket}")),
         }))
@@ -697,6 +759,7 @@ impl S3 for HadssS3 {
         self.put_record(BUCKETS_PARTITION_KEY, bucket_key(&bucket), RecordValue::Tombstone)
             .await?;
         self.forget_bucket(&bucket);
+        self.revoke_all_grants(&bucket).await;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 

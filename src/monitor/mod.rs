@@ -564,6 +564,8 @@ impl Service {
                 self.membership(r, may_forward).await
             }
             AdminRequest::Forwarded(_) => AdminResponse::Error("forwarded twice".into()),
+            // The node runtime serves key requests itself, before they reach a monitor.
+            AdminRequest::Keys(_) => AdminResponse::Error("key requests are served by the node".into()),
         }
     }
 }

@@ -221,6 +221,9 @@ pub enum AdminRequest {
     },
     /// A request a follower monitor passes to the leader (never forwarded again).
     Forwarded(Box<AdminRequest>),
+    /// An access key request: served by any node with a map (monitors included), as
+    /// replicated record reads and writes, without the monitor quorum.
+    Keys(crate::access::KeyRequest),
 }
 
 /// What a monitor answers.
@@ -240,6 +243,8 @@ pub enum AdminResponse {
     },
     /// The request is malformed or not allowed.
     Error(String),
+    /// The answer to an access key request.
+    Keys(crate::access::KeyResponse),
 }
 
 /// A monitor's view of the cluster.

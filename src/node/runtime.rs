@@ -43,6 +43,8 @@ use crate::storage::hints::{Hint, HintItem, HintStore};
 use crate::storage::records::{Record, RecordStore};
 use crate::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
 
+mod keys;
+
 /// Commands queued to the network loop; senders wait when it is full.
 const COMMAND_QUEUE_LEN_MAX: usize = 1024;
 /// Received SWIM packets waiting for the member; beyond this they are dropped (SWIM treats
@@ -644,6 +646,16 @@ impl Node {
             v
         };
         (read(&self.inner.up), read(&self.inner.down))
+    }
+
+    /// Serves an access key request here (what a remote `AdminRequest::Keys` gets).
+    pub async fn key_request(&self, request: crate::access::KeyRequest) -> crate::access::KeyResponse {
+        self.inner.clone().handle_keys(request).await
+    }
+
+    /// Reads one access key from R replicas (`None`: no such key, or deleted).
+    pub async fn access_key(&self, id: &str) -> anyhow::Result<Option<crate::access::AccessKey>> {
+        Ok(self.inner.read_key(id).await?.map(|(key, _)| key))
     }
 
     /// The partition a record key belongs to under the current map.
@@ -1766,6 +1778,9 @@ async fn handle_raft(inner: Arc<Inner>, peer: PeerId, frame: RaftFrame) -> RaftF
 
 /// Admin requests go to the monitor service; other nodes point at the monitors they know.
 async fn handle_admin(inner: Arc<Inner>, peer: PeerId, request: AdminRequest) -> AdminResponse {
+    if let AdminRequest::Keys(request) = request {
+        return AdminResponse::Keys(inner.handle_keys(request).await);
+    }
     if let Some(m) = inner.monitor.get() {
         return m.admin(peer, request).await;
     }
