@@ -4,8 +4,8 @@
 //! pagination and URL encoding, multipart uploads (transfer manager, by hand, part copy,
 //! abort), version listing of unversioned buckets, deletes, S3 error codes, refusal of
 //! anonymous and badly signed requests, presigned URLs (good, tampered, expired);
-//! `aws s3 mb/cp/sync/ls/rm/rb`; s3cmd put/get/ls/del of small, multipart and oddly named
-//! objects compared by sha256; then a clean SIGTERM
+//! `aws s3 mb/cp/sync/ls/rm/rb`; s3cmd put/get/ls/del and rclone copy/sync/check/purge of
+//! small, multipart and oddly named objects compared by sha256; then a clean SIGTERM
 //! shutdown and a restart on the same data directory that serves every object again.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -76,13 +76,18 @@ fn start_dev(data: &Path, run: u32) -> (Dev, String) {
     }
 }
 
-/// Runs `tests/s3/<script> CREDENTIALS <venv>/bin/<tool>` and checks it printed `<name>: PASS`.
-fn run_shell_suite(credentials: &Path, script: &str, tool: &str, name: &str) {
+/// rclone: `HADSS_RCLONE`, else the one on PATH (`scripts/test` installs Debian's package).
+fn rclone() -> PathBuf {
+    std::env::var_os("HADSS_RCLONE").map_or_else(|| PathBuf::from("rclone"), PathBuf::from)
+}
+
+/// Runs `tests/s3/<script> CREDENTIALS TOOL` and checks it printed `<name>: PASS`.
+fn run_shell_suite(credentials: &Path, script: &str, tool: &Path, name: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3").join(script);
     let out = Command::new("bash")
         .arg(script)
         .arg(credentials)
-        .arg(python().with_file_name(tool))
+        .arg(tool)
         .output()
         .unwrap();
     let text = format!(
@@ -128,8 +133,9 @@ fn s3_clients_against_hadss_dev_and_a_restart() {
     }
     assert!(text.contains(&format!("AWS_ENDPOINT_URL={endpoint}\n")), "{text}");
     run_suite(&credentials, "main");
-    run_shell_suite(&credentials, "awscli_suite.sh", "aws", "aws cli suite");
-    run_shell_suite(&credentials, "s3cmd_suite.sh", "s3cmd", "s3cmd suite");
+    run_shell_suite(&credentials, "awscli_suite.sh", &python().with_file_name("aws"), "aws cli suite");
+    run_shell_suite(&credentials, "s3cmd_suite.sh", &python().with_file_name("s3cmd"), "s3cmd suite");
+    run_shell_suite(&credentials, "rclone_suite.sh", &rclone(), "rclone suite");
 
     // SIGTERM: a clean exit.
     let pid = rustix::process::Pid::from_raw(dev.0.id() as i32).unwrap();
