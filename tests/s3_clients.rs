@@ -133,8 +133,18 @@ fn s3_clients_against_hadss_dev_and_a_restart() {
     }
     assert!(text.contains(&format!("AWS_ENDPOINT_URL={endpoint}\n")), "{text}");
     run_suite(&credentials, "main");
-    run_shell_suite(&credentials, "awscli_suite.sh", &python().with_file_name("aws"), "aws cli suite");
-    run_shell_suite(&credentials, "s3cmd_suite.sh", &python().with_file_name("s3cmd"), "s3cmd suite");
+    run_shell_suite(
+        &credentials,
+        "awscli_suite.sh",
+        &python().with_file_name("aws"),
+        "aws cli suite",
+    );
+    run_shell_suite(
+        &credentials,
+        "s3cmd_suite.sh",
+        &python().with_file_name("s3cmd"),
+        "s3cmd suite",
+    );
     run_shell_suite(&credentials, "rclone_suite.sh", &rclone(), "rclone suite");
 
     // SIGTERM: a clean exit.

@@ -47,6 +47,34 @@ impl Drop for S3Endpoint {
 
 /// Connections an S3 endpoint serves at once; more wait in the accept queue.
 pub const S3_CONNECTIONS_MAX: usize = 1024;
+/// Largest request header section accepted (names, values and line overhead), as S3's 8 KiB:
+/// larger gets `400 RequestHeaderSectionTooLarge`.
+pub const HEADER_SECTION_BYTES_MAX: usize = 8 * 1024;
+/// Largest read buffer per connection: a header section that does not fit is refused by
+/// hyper (`431`) before it is parsed, so a client cannot make a connection hold more.
+pub const CONNECTION_BUFFER_BYTES_MAX: usize = 64 * 1024;
+/// Most header fields in one request.
+pub const HEADERS_MAX: usize = 100;
+
+/// Bytes of a request's header section as sent (`name: value\r\n` per field).
+fn header_section_bytes(headers: &hyper::HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
+}
+
+/// The S3 error for a header section over `HEADER_SECTION_BYTES_MAX`.
+fn header_too_large() -> hyper::Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>RequestHeaderSectionTooLarge</Code>\
+         <Message>Your request header section exceeds the maximum allowed size ({HEADER_SECTION_BYTES_MAX} bytes).</Message></Error>"
+    );
+    let mut resp = hyper::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = hyper::StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
 
 /// Serves the S3 API on `listen` over the cluster reached through `node`. `root` is the
 /// gateway's root key (access key id, secret): every right on every bucket. Cluster access
@@ -80,10 +108,21 @@ pub async fn serve(
             };
             let _ = stream.set_nodelay(true);
             let service = service.clone();
+            let guarded = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let service = service.clone();
+                async move {
+                    if header_section_bytes(req.headers()) > HEADER_SECTION_BYTES_MAX {
+                        return Ok(header_too_large());
+                    }
+                    hyper::service::Service::call(&service, req).await
+                }
+            });
             tokio::spawn(async move {
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    .max_buf_size(CONNECTION_BUFFER_BYTES_MAX)
+                    .max_headers(HEADERS_MAX)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), guarded);
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "S3 connection ended with an error");
                 }

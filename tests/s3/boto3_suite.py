@@ -264,6 +264,7 @@ def main_phase(s3, env):
     check(error_code(client(unknown).list_buckets) == "InvalidAccessKeyId", "unknown key")
 
     presigned_checks(s3, env)
+    bad_input_checks(s3, env)
 
     # Objects checked again after a restart.
     s3.create_bucket(Bucket="keep")
@@ -317,6 +318,85 @@ def presigned_checks(s3, env):
     for key in ("a b+c.bin", "up.bin"):
         s3.delete_object(Bucket="presigned", Key=key)
     s3.delete_bucket(Bucket="presigned")
+
+
+def signed_put_headers(env, path, data):
+    """SigV4 headers for PUT path with body data (the payload hash covers all of data)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(
+        method="PUT",
+        url=env["AWS_ENDPOINT_URL"] + path,
+        data=data,
+        headers={"x-amz-content-sha256": hashlib.sha256(data).hexdigest()},
+    )
+    creds = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    SigV4Auth(creds, "s3", env["AWS_REGION"]).add_auth(req)
+    return {k: v for k, v in req.headers.items()}
+
+
+def raw_request(env, head_lines, body_part, close_early):
+    """Sends a raw HTTP/1.1 request; returns the status line (or "" if none came)."""
+    import socket
+    import urllib.parse
+
+    u = urllib.parse.urlparse(env["AWS_ENDPOINT_URL"])
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(head_lines) + "\r\n\r\n").encode() + body_part)
+        if close_early:
+            sock.shutdown(socket.SHUT_WR)
+        try:
+            answer = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            answer = b""
+    return answer.split(b"\r\n", 1)[0].decode(errors="replace"), answer
+
+
+def bad_input_checks(s3, env):
+    """Truncated bodies leave no object (and never replace an existing one); oversized
+    header sections get 400 RequestHeaderSectionTooLarge (or 431 past the connection
+    buffer), and the gateway serves on afterwards."""
+    import time
+    import urllib.parse
+
+    s3.create_bucket(Bucket="bad-input")
+    host = urllib.parse.urlparse(env["AWS_ENDPOINT_URL"]).netloc
+    s3.put_object(Bucket="bad-input", Key="existing", Body=b"old content")
+    for key, size in (("inline-cut", 100 * 1024), ("chunked-cut", 10 * 1024 * 1024), ("existing", 300 * 1024)):
+        data = body(key, size)
+        path = f"/bad-input/{key}"
+        headers = signed_put_headers(env, path, data)
+        lines = [f"PUT {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {size}"]
+        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
+        raw_request(env, lines, data[: size // 2], close_early=True)
+    time.sleep(1)
+    check(error_code(s3.head_object, Bucket="bad-input", Key="inline-cut") == "404", "truncated small PUT left an object")
+    check(error_code(s3.head_object, Bucket="bad-input", Key="chunked-cut") == "404", "truncated large PUT left an object")
+    check(s3.get_object(Bucket="bad-input", Key="existing")["Body"].read() == b"old content",
+          "a truncated PUT replaced an existing object")
+    # The same request sent whole is stored (so the cut, not the signing, is what failed).
+    data = body("whole", 100 * 1024)
+    headers = signed_put_headers(env, "/bad-input/whole", data)
+    lines = ["PUT /bad-input/whole HTTP/1.1", f"Host: {host}", f"Content-Length: {len(data)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
+    status, _ = raw_request(env, lines, data, close_early=False)
+    check(" 200" in status, f"the whole signed PUT: {status}")
+    check(s3.get_object(Bucket="bad-input", Key="whole")["Body"].read() == data, "whole PUT stored")
+
+    pad = ["x-amz-meta-pad: " + "a" * 10_000]
+    status, answer = raw_request(env, ["GET /bad-input/whole HTTP/1.1", f"Host: {host}", "Connection: close"] + pad,
+                                 b"", close_early=False)
+    check(" 400" in status and b"RequestHeaderSectionTooLarge" in answer, f"10 KB of headers: {status} {answer[:300]}")
+    huge = [f"x-pad-{i}: " + "b" * 1000 for i in range(90)]
+    status, _ = raw_request(env, ["GET /bad-input/whole HTTP/1.1", f"Host: {host}", "Connection: close"] + huge,
+                            b"", close_early=False)
+    check(status == "" or " 431" in status or " 400" in status, f"90 KB of headers: {status}")
+    check(s3.get_object(Bucket="bad-input", Key="whole")["Body"].read() == data, "still serving after bad headers")
+    for key in ("existing", "whole"):
+        s3.delete_object(Bucket="bad-input", Key=key)
+    s3.delete_bucket(Bucket="bad-input")
 
 
 def restart_phase(s3, env):
