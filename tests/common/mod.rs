@@ -2,6 +2,8 @@
 //! bounded poll.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod dev;
+
 use std::time::Duration;
 
 use hadss::cluster::{ClusterMap, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};

@@ -1,0 +1,278 @@
+//! The official AWS SDK for Rust (`aws-sdk-s3`, with its default request checksums and
+//! aws-chunked bodies) against a real `hadss dev` process: buckets, small, 20 MiB and
+//! multipart 64 MiB objects under keys with spaces, unicode and `+&=?#` compared byte for
+//! byte, ranges, metadata, paginated and delimited listings, copy, create-only PUT, batch
+//! delete, presigned GET, and the S3 error codes the SDK decodes.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use std::time::Duration;
+
+mod common;
+use common::dev::start_dev;
+
+fn client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "hadss-test"))
+        .force_path_style(true)
+        .http_client(http)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// Self-describing pseudo-random bytes.
+fn body(seed: &str, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 32);
+    let mut block = *blake3::hash(seed.as_bytes()).as_bytes();
+    while out.len() < size {
+        out.extend_from_slice(&block);
+        block = *blake3::hash(&block).as_bytes();
+    }
+    out.truncate(size);
+    out
+}
+
+async fn get(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let out = s3.get_object().bucket(bucket).key(key).send().await.unwrap();
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+fn code<E: ProvideErrorMetadata>(e: &E) -> String {
+    e.code().unwrap_or("<none>").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_sdk_s3_against_hadss_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hadss-data");
+    let (_dev, endpoint) = start_dev(&data, 1);
+    let env = std::fs::read_to_string(data.join("credentials.env")).unwrap();
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    let s3 = client(&endpoint, &var("AWS_ACCESS_KEY_ID"), &var("AWS_SECRET_ACCESS_KEY"));
+    let test = async {
+        // Buckets and their errors.
+        s3.create_bucket().bucket("sdk").send().await.unwrap();
+        let again = s3.create_bucket().bucket("sdk").send().await.unwrap_err();
+        assert!(
+            again.as_service_error().unwrap().is_bucket_already_owned_by_you(),
+            "{again:?}"
+        );
+        let bad = s3.create_bucket().bucket("Bad_Name").send().await.unwrap_err();
+        assert_eq!(code(&bad), "InvalidBucketName");
+        let missing = s3.head_bucket().bucket("no-such-bucket").send().await.unwrap_err();
+        assert!(missing.as_service_error().unwrap().is_not_found(), "{missing:?}");
+
+        // Objects under awkward keys, small and chunked, each read back whole.
+        let objects = [
+            ("small.txt", 1234),
+            ("dir one/ünïcödé ключ +&=?#.bin", 777),
+            ("dir one/big.bin", 20 * 1024 * 1024 + 5),
+            ("edge-inline", 128 * 1024),
+        ];
+        for (key, size) in objects {
+            let bytes = body(key, size);
+            let put = s3
+                .put_object()
+                .bucket("sdk")
+                .key(key)
+                .metadata("origin", "sdk test")
+                .content_type("application/x-test")
+                .body(ByteStream::from(bytes.clone()))
+                .send()
+                .await
+                .unwrap();
+            assert!(put.e_tag().is_some(), "{key}: no ETag");
+            assert_eq!(get(&s3, "sdk", key).await, bytes, "{key}");
+        }
+        let head = s3
+            .head_object()
+            .bucket("sdk")
+            .key("dir one/big.bin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_length(), Some(20 * 1024 * 1024 + 5));
+        assert_eq!(head.content_type(), Some("application/x-test"));
+        assert_eq!(
+            head.metadata().unwrap().get("origin").map(String::as_str),
+            Some("sdk test")
+        );
+
+        // A range inside the second chunk.
+        let start = 4 * 1024 * 1024 + 100;
+        let ranged = s3
+            .get_object()
+            .bucket("sdk")
+            .key("dir one/big.bin")
+            .range(format!("bytes={start}-{}", start + 999))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ranged.content_length(), Some(1000));
+        let got = ranged.body.collect().await.unwrap().into_bytes();
+        assert_eq!(
+            &got[..],
+            &body("dir one/big.bin", 20 * 1024 * 1024 + 5)[start..start + 1000]
+        );
+
+        // Multipart: 64 MiB in 8 parts.
+        let key = "multi part/64 MiB.bin";
+        let whole = body(key, 64 * 1024 * 1024);
+        let upload = s3
+            .create_multipart_upload()
+            .bucket("sdk")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let upload_id = upload.upload_id().unwrap();
+        let mut parts = Vec::new();
+        for (i, part) in whole.chunks(8 * 1024 * 1024).enumerate() {
+            let number = i as i32 + 1;
+            let out = s3
+                .upload_part()
+                .bucket("sdk")
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(part.to_vec()))
+                .send()
+                .await
+                .unwrap();
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(out.e_tag().unwrap())
+                    .build(),
+            );
+        }
+        let done = s3
+            .complete_multipart_upload()
+            .bucket("sdk")
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            done.e_tag().unwrap().ends_with("-8\""),
+            "multipart ETag {:?}",
+            done.e_tag()
+        );
+        assert!(get(&s3, "sdk", key).await == whole, "64 MiB multipart object differs");
+
+        // Listings: pages of 2 with continuation tokens; a delimiter folds "dir one/".
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..10 {
+            let page = s3
+                .list_objects_v2()
+                .bucket("sdk")
+                .max_keys(2)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+            listed.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            token = page.next_continuation_token().map(str::to_string);
+            if !page.is_truncated().unwrap_or(false) {
+                break;
+            }
+        }
+        let mut expected: Vec<String> = objects.iter().map(|(k, _)| k.to_string()).collect();
+        expected.push(key.to_string());
+        expected.sort();
+        assert_eq!(listed, expected);
+        let folded = s3.list_objects_v2().bucket("sdk").delimiter("/").send().await.unwrap();
+        let prefixes: Vec<&str> = folded.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
+        assert_eq!(prefixes, ["dir one/", "multi part/"]);
+
+        // Copy, create-only PUT, presigned GET.
+        s3.copy_object()
+            .bucket("sdk")
+            .key("copy of small")
+            .copy_source("sdk/small.txt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get(&s3, "sdk", "copy of small").await, body("small.txt", 1234));
+        let exists = s3
+            .put_object()
+            .bucket("sdk")
+            .key("small.txt")
+            .if_none_match("*")
+            .body(ByteStream::from_static(b"must not replace"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&exists), "PreconditionFailed");
+        assert_eq!(get(&s3, "sdk", "small.txt").await, body("small.txt", 1234));
+        let presigned = s3
+            .get_object()
+            .bucket("sdk")
+            .key("dir one/ünïcödé ключ +&=?#.bin")
+            .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+            .await
+            .unwrap();
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let resp = http.get(presigned.uri().parse().unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let got = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&got[..], &body("dir one/ünïcödé ключ +&=?#.bin", 777)[..]);
+
+        // Errors the SDK decodes.
+        let nokey = s3.get_object().bucket("sdk").key("nope").send().await.unwrap_err();
+        assert!(nokey.as_service_error().unwrap().is_no_such_key(), "{nokey:?}");
+        let full = s3.delete_bucket().bucket("sdk").send().await.unwrap_err();
+        assert_eq!(code(&full), "BucketNotEmpty");
+        let wrong = client(&endpoint, &var("AWS_ACCESS_KEY_ID"), "not-the-secret");
+        let denied = wrong.list_buckets().send().await.unwrap_err();
+        assert_eq!(code(&denied), "SignatureDoesNotMatch");
+
+        // Batch delete empties the bucket; then it can go.
+        let ids: Vec<ObjectIdentifier> = listed
+            .iter()
+            .chain(std::iter::once(&"copy of small".to_string()))
+            .map(|k| ObjectIdentifier::builder().key(k).build().unwrap())
+            .collect();
+        let deleted = s3
+            .delete_objects()
+            .bucket("sdk")
+            .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.deleted().len(), expected.len() + 1);
+        assert!(deleted.errors().is_empty(), "{:?}", deleted.errors());
+        let empty = s3.list_objects_v2().bucket("sdk").send().await.unwrap();
+        assert_eq!(empty.key_count(), Some(0));
+        s3.delete_bucket().bucket("sdk").send().await.unwrap();
+        let buckets = s3.list_buckets().send().await.unwrap();
+        assert!(buckets.buckets().iter().all(|b| b.name() != Some("sdk")));
+    };
+    tokio::time::timeout(Duration::from_secs(240), test)
+        .await
+        .expect("the SDK test did not finish in 240 s");
+}
