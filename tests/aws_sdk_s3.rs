@@ -381,3 +381,90 @@ async fn a_1_gib_put_streams_with_bounded_memory() {
         .await
         .expect("the 1 GiB round trip did not finish in 300 s");
 }
+
+/// Create-only PUTs (`If-None-Match: *`) racing on the same keys: for each key exactly one
+/// succeeds, the others get 412 PreconditionFailed or 409 ConditionalRequestConflict, and
+/// the stored object is the winner's. (A check-then-write lets several "win".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_create_only_puts_have_one_winner() {
+    const KEYS: usize = 12;
+    const RACERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hadss-data");
+    let (_dev, endpoint) = start_dev(&data, 1);
+    let env = std::fs::read_to_string(data.join("credentials.env")).unwrap();
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    let s3 = client(&endpoint, &var("AWS_ACCESS_KEY_ID"), &var("AWS_SECRET_ACCESS_KEY"));
+    let test = async {
+        s3.create_bucket().bucket("race").send().await.unwrap();
+        let mut tasks = Vec::new();
+        for k in 0..KEYS {
+            for r in 0..RACERS {
+                let s3 = s3.clone();
+                tasks.push(tokio::spawn(async move {
+                    let key = format!("key-{k}");
+                    // Small and inline for even keys, chunked for odd ones.
+                    let size = if k % 2 == 0 { 1000 } else { 200 * 1024 };
+                    let bytes = body(&format!("{key} by {r}"), size);
+                    let out = s3
+                        .put_object()
+                        .bucket("race")
+                        .key(&key)
+                        .if_none_match("*")
+                        .body(ByteStream::from(bytes.clone()))
+                        .send()
+                        .await;
+                    (k, bytes, out.map(|_| ()).map_err(|e| code(&e)))
+                }));
+            }
+        }
+        let mut winners: Vec<Vec<Vec<u8>>> = vec![Vec::new(); KEYS];
+        for t in tasks {
+            let (k, bytes, outcome) = t.await.unwrap();
+            match outcome {
+                Ok(()) => winners[k].push(bytes),
+                Err(c) => assert!(
+                    c == "PreconditionFailed" || c == "ConditionalRequestConflict",
+                    "key-{k}: unexpected error {c}"
+                ),
+            }
+        }
+        for (k, won) in winners.iter().enumerate() {
+            assert_eq!(won.len(), 1, "key-{k}: {} create-only PUTs succeeded", won.len());
+            assert_eq!(
+                get(&s3, "race", &format!("key-{k}")).await,
+                won[0],
+                "key-{k}: not the winner's bytes"
+            );
+        }
+        // Once the key exists, a create-only PUT is refused with 412; after a delete it works.
+        let again = s3
+            .put_object()
+            .bucket("race")
+            .key("key-0")
+            .if_none_match("*")
+            .body(ByteStream::from_static(b"late"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&again), "PreconditionFailed");
+        s3.delete_object().bucket("race").key("key-0").send().await.unwrap();
+        s3.put_object()
+            .bucket("race")
+            .key("key-0")
+            .if_none_match("*")
+            .body(ByteStream::from_static(b"after delete"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get(&s3, "race", "key-0").await, b"after delete");
+    };
+    tokio::time::timeout(Duration::from_secs(120), test)
+        .await
+        .expect("the race test did not finish in 120 s");
+}

@@ -11,8 +11,9 @@
 //!
 //! Who may do what: `auth` (the gateway's root key, and access keys stored in the cluster
 //! with per-bucket grants).
-//!
-//! Not here yet (see the gateway issue): race-safe `If-None-Match: *`.
+//! Create-only writes (`If-None-Match: *`) reserve the key on a majority of its replicas
+//! before the record is written (`Node::reserve_create`), so concurrent creators through any
+//! gateways have one winner.
 
 pub mod auth;
 mod checksum;

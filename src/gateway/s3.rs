@@ -13,6 +13,7 @@ use super::auth::caller_of as caller;
 use super::model::*;
 use crate::access::{Action, KeyEdit, KeyRequest, KeyResponse, Permission};
 use crate::node::Node;
+use crate::node::runtime::CreateRefusal;
 use crate::storage::records::{Hlc, Record, RecordValue, Version};
 
 /// The `x-amz-checksum-*` headers of an upload input (PutObject and UploadPart name them
@@ -52,6 +53,10 @@ const LIST_PAGE_RECORDS: usize = 1000;
 const LIST_PAGES_MAX: usize = 64;
 /// Keys per DeleteObjects request (S3's limit).
 const DELETE_OBJECTS_MAX: usize = 1000;
+/// Times a create-only write retries a reservation held by another creator.
+const CREATE_RETRIES_MAX: usize = 5;
+/// Longest pause before such a retry (each is random below it).
+const CREATE_RETRY_DELAY_MS_MAX: u64 = 40;
 
 /// The gateway's S3 service.
 pub struct HadssS3 {
@@ -115,6 +120,57 @@ impl HadssS3 {
             value,
         };
         self.node.put_record(record).await.map_err(unavailable)
+    }
+
+    /// Writes an object record, create-only when `create_only` (`If-None-Match: *`): the
+    /// key is first reserved on a majority of its replicas (at most one creator at a time,
+    /// none while a replica holds the object), then checked with a quorum read, then
+    /// written, then released. Concurrent creators: one wins, the others get
+    /// `412 PreconditionFailed` (it exists) or `409 ConditionalRequestConflict` (still being
+    /// created; retry).
+    async fn write_object_record(&self, bucket: &str, key: &str, value: Vec<u8>, create_only: bool) -> S3Result<()> {
+        let record_key = object_key(bucket, key);
+        if !create_only {
+            return self
+                .put_record(&objects_partition_key(bucket), record_key, RecordValue::Data(value))
+                .await;
+        }
+        let partition = self.partition(&objects_partition_key(bucket))?;
+        // A creator that meets another's reservation tries again shortly: usually it then
+        // finds the object (412) or the key free.
+        let mut reserved = self.node.reserve_create(partition, &record_key).await;
+        for _ in 0..CREATE_RETRIES_MAX {
+            if !matches!(reserved, Err(CreateRefusal::Conflict)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(rand::random_range(5..CREATE_RETRY_DELAY_MS_MAX))).await;
+            reserved = self.node.reserve_create(partition, &record_key).await;
+        }
+        let lease = match reserved {
+            Ok(lease) => lease,
+            Err(CreateRefusal::Exists) => return Err(s3_error!(PreconditionFailed)),
+            Err(CreateRefusal::Conflict) => {
+                let mut e = S3Error::with_message(
+                    s3s::S3ErrorCode::Custom("ConditionalRequestConflict".into()),
+                    "A conflicting operation on this object is in progress; retry",
+                );
+                e.set_status_code(hyper::StatusCode::CONFLICT);
+                return Err(e);
+            }
+            Err(CreateRefusal::Unavailable(why)) => return Err(unavailable(anyhow::anyhow!(why))),
+        };
+        // The reservation saw no object on a majority; a quorum read also covers policies
+        // where W and a majority need not overlap.
+        let result = match self.object(bucket, key).await {
+            Ok(_) => Err(s3_error!(PreconditionFailed)),
+            Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchKey => {
+                self.put_record(&objects_partition_key(bucket), record_key, RecordValue::Data(value))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.node.release_create(lease).await;
+        result
     }
 
     /// The bucket as a quorum read finds it now.
@@ -784,14 +840,14 @@ impl S3 for HadssS3 {
             return Err(s3_error!(EntityTooLarge));
         }
         let user_metadata = user_metadata(input.metadata)?;
-        if let Some(cond) = &input.if_none_match {
-            // Create-only: refused if the object exists. Not yet race-safe across gateways.
-            if matches!(cond, ETagCondition::Any) {
-                match self.object(&input.bucket, &input.key).await {
-                    Ok(_) => return Err(s3_error!(PreconditionFailed)),
-                    Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchKey => {}
-                    Err(e) => return Err(e),
-                }
+        let create_only = matches!(input.if_none_match, Some(ETagCondition::Any));
+        if create_only {
+            // Fail fast before the body is read; the race-safe check comes before the record
+            // is written (`write_object_record`).
+            match self.object(&input.bucket, &input.key).await {
+                Ok(_) => return Err(s3_error!(PreconditionFailed)),
+                Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchKey => {}
+                Err(e) => return Err(e),
             }
         }
         let mut hasher = expected.hasher();
@@ -815,12 +871,8 @@ impl S3 for HadssS3 {
             user_metadata,
             body,
         };
-        self.put_record(
-            &objects_partition_key(&input.bucket),
-            object_key(&input.bucket, &input.key),
-            RecordValue::Data(ObjectRecord::V1(meta).encode()),
-        )
-        .await?;
+        self.write_object_record(&input.bucket, &input.key, ObjectRecord::V1(meta).encode(), create_only)
+            .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             checksum_crc32: checksums.checksum_crc32,
@@ -1277,12 +1329,9 @@ impl S3 for HadssS3 {
         if value.len() > crate::storage::records::RECORD_VALUE_SIZE_BYTES_MAX {
             return Err(s3_error!(EntityTooLarge, "too many chunks for one object record"));
         }
-        self.put_record(
-            &objects_partition_key(&input.bucket),
-            object_key(&input.bucket, &input.key),
-            RecordValue::Data(value),
-        )
-        .await?;
+        let create_only = matches!(input.if_none_match, Some(ETagCondition::Any));
+        self.write_object_record(&input.bucket, &input.key, value, create_only)
+            .await?;
         self.forget_upload(&input.bucket, &input.key, &input.upload_id, stored.keys().copied())
             .await?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {

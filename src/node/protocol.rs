@@ -136,7 +136,33 @@ pub enum MetaRequest {
         /// Most records wanted.
         limit: u32,
     },
+    /// Reserve a key for a create (`If-None-Match: *`): granted unless a live record is
+    /// stored or another token holds an unexpired reservation (see `RecordStore::reserve`).
+    Reserve {
+        /// Partition.
+        partition: u32,
+        /// Key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The creator's token.
+        token: [u8; 16],
+        /// How long the reservation lasts (capped at `RESERVATION_TTL_MS_MAX`).
+        ttl_ms: u32,
+    },
+    /// Drop the token's reservation of a key.
+    Release {
+        /// Partition.
+        partition: u32,
+        /// Key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The creator's token.
+        token: [u8; 16],
+    },
 }
+
+/// Longest a create reservation lasts.
+pub const RESERVATION_TTL_MS_MAX: u32 = 120_000;
 
 /// Most bytes of records one scan answer carries (well inside `META_LIMITS`).
 pub const SCAN_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -156,6 +182,8 @@ pub enum MetaResponse {
         /// Whether the scan reached the end of the matching keys.
         complete: bool,
     },
+    /// The replica's answer to a reservation.
+    Reservation(crate::storage::records::Reservation),
     /// The request failed.
     Error(RemoteError),
 }

@@ -44,6 +44,9 @@ use crate::storage::records::{Record, RecordStore};
 use crate::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
 
 mod keys;
+mod reserve;
+
+pub use reserve::{CreateLease, CreateRefusal};
 
 /// Commands queued to the network loop; senders wait when it is full.
 const COMMAND_QUEUE_LEN_MAX: usize = 1024;
@@ -646,6 +649,18 @@ impl Node {
             v
         };
         (read(&self.inner.up), read(&self.inner.down))
+    }
+
+    /// Reserves `key` of `partition` for a create on a majority of its replicas (the
+    /// gateway's race-safe `If-None-Match: *`): at most one creator holds a key at a time,
+    /// and none while a replica of the majority stores a live record under it.
+    pub async fn reserve_create(&self, partition: u32, key: &[u8]) -> Result<CreateLease, CreateRefusal> {
+        self.inner.clone().reserve_create(partition, key.to_vec()).await
+    }
+
+    /// Drops a create reservation (best effort: an unreleased one expires).
+    pub async fn release_create(&self, lease: CreateLease) {
+        self.inner.clone().release_create(lease).await;
     }
 
     /// Serves an access key request here (what a remote `AdminRequest::Keys` gets).
@@ -1577,6 +1592,29 @@ impl Inner {
                 let records = self.records.clone();
                 match tokio::task::spawn_blocking(move || records.get(partition, &key)).await {
                     Ok(Ok(record)) => MetaResponse::Record(record),
+                    Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                    Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                }
+            }
+            MetaRequest::Reserve {
+                partition,
+                key,
+                token,
+                ttl_ms,
+            } => {
+                let records = self.records.clone();
+                let now = reserve::wall_ms();
+                let expires = now + u64::from(ttl_ms.min(RESERVATION_TTL_MS_MAX));
+                match tokio::task::spawn_blocking(move || records.reserve(partition, &key, token, now, expires)).await {
+                    Ok(Ok(r)) => MetaResponse::Reservation(r),
+                    Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                    Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                }
+            }
+            MetaRequest::Release { partition, key, token } => {
+                let records = self.records.clone();
+                match tokio::task::spawn_blocking(move || records.release(partition, &key, token)).await {
+                    Ok(Ok(released)) => MetaResponse::Applied(vec![released]),
                     Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
                     Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
                 }

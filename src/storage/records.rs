@@ -41,6 +41,20 @@ pub const PARTITION_MERKLE_SHAPE: MerkleShape = MerkleShape {
 };
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+/// Create reservations: table key (as in `RECORDS`) → postcard of `(token, expires_unix_ms)`.
+/// Local to each replica (its vote), never replicated, scanned or summarised.
+const RESERVATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reservations");
+
+/// A replica's answer to a create reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reservation {
+    /// Granted (or extended) to the asking token.
+    Granted,
+    /// A live record is stored under the key: a create must fail.
+    Exists,
+    /// Another token holds an unexpired reservation.
+    Held,
+}
 
 /// A record version: hybrid-logical-clock timestamp, then a unique id to break ties.
 /// Ordered; the greater version wins.
@@ -173,6 +187,7 @@ impl RecordStore {
         {
             let txn = db.begin_write().map_err(db_err)?;
             txn.open_table(RECORDS).map_err(db_err)?;
+            txn.open_table(RESERVATIONS).map_err(db_err)?;
             txn.commit().map_err(db_err)?;
         }
         let store = RecordStore {
@@ -311,14 +326,7 @@ impl RecordStore {
     /// not a replica of (e.g. after handing a hint back). Durable on return; returns whether
     /// it removed anything.
     pub fn remove_exact(&self, partition: u32, key: &[u8], version: Version) -> Result<bool, RecordError> {
-        // Under the commit lock's leadership so no group commit interleaves with the check.
-        let mut st = lock(&self.state);
-        while st.leader_active {
-            st = self.committed.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        st.leader_active = true;
-        drop(st);
-        let result = (|| -> Result<bool, RecordError> {
+        self.exclusive(|| {
             let tk = table_key(partition, key);
             let txn = self.db.begin_write().map_err(db_err)?;
             let removed = {
@@ -342,12 +350,103 @@ impl RecordStore {
                 partition_tree(&mut lock(&self.merkle), partition).remove(&kh, &d);
             }
             Ok(removed)
-        })();
+        })
+    }
+
+    /// Runs `f` holding the commit leadership, so no group commit interleaves with a
+    /// check-then-write in `f`.
+    fn exclusive<T>(&self, f: impl FnOnce() -> Result<T, RecordError>) -> Result<T, RecordError> {
+        let mut st = lock(&self.state);
+        while st.leader_active {
+            st = self.committed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.leader_active = true;
+        drop(st);
+        let result = f();
         let mut st = lock(&self.state);
         st.leader_active = false;
         self.committed.notify_all();
         drop(st);
         result
+    }
+
+    /// Reserves (`partition`, `key`) for a create by `token` until `expires_unix_ms`: granted
+    /// if no live record (tombstones do not count) is stored and no other token holds an
+    /// unexpired reservation; the same token extends its own. One transaction, durable on
+    /// return, so a restarted replica still remembers whom it granted.
+    pub fn reserve(
+        &self,
+        partition: u32,
+        key: &[u8],
+        token: [u8; 16],
+        now_unix_ms: u64,
+        expires_unix_ms: u64,
+    ) -> Result<Reservation, RecordError> {
+        if key.len() > RECORD_KEY_SIZE_BYTES_MAX {
+            return Err(RecordError::Invalid("key too long"));
+        }
+        self.exclusive(|| {
+            let tk = table_key(partition, key);
+            let mut txn = self.db.begin_write().map_err(db_err)?;
+            txn.set_durability(redb::Durability::Immediate).map_err(db_err)?;
+            let outcome = {
+                let records = txn.open_table(RECORDS).map_err(db_err)?;
+                let live = match records.get(tk.as_slice()).map_err(db_err)? {
+                    Some(v) => match postcard::from_bytes::<(Version, RecordValue)>(v.value()) {
+                        Ok((_, RecordValue::Data(_))) => true,
+                        Ok((_, RecordValue::Tombstone)) => false,
+                        Err(_) => return Err(RecordError::Corrupt { key: tk.clone() }),
+                    },
+                    None => false,
+                };
+                let mut reservations = txn.open_table(RESERVATIONS).map_err(db_err)?;
+                let held_by_other = match reservations.get(tk.as_slice()).map_err(db_err)? {
+                    Some(v) => match postcard::from_bytes::<([u8; 16], u64)>(v.value()) {
+                        Ok((holder, expires)) => holder != token && expires > now_unix_ms,
+                        // An unreadable reservation is treated as expired and replaced.
+                        Err(_) => false,
+                    },
+                    None => false,
+                };
+                if live {
+                    Reservation::Exists
+                } else if held_by_other {
+                    Reservation::Held
+                } else {
+                    let value =
+                        postcard::to_allocvec(&(token, expires_unix_ms)).map_err(|e| RecordError::Db(e.to_string()))?;
+                    reservations.insert(tk.as_slice(), value.as_slice()).map_err(db_err)?;
+                    Reservation::Granted
+                }
+            };
+            txn.commit().map_err(db_err)?;
+            Ok(outcome)
+        })
+    }
+
+    /// Drops `token`'s reservation of (`partition`, `key`), if it holds it. Durable on
+    /// return; returns whether it dropped anything.
+    pub fn release(&self, partition: u32, key: &[u8], token: [u8; 16]) -> Result<bool, RecordError> {
+        self.exclusive(|| {
+            let tk = table_key(partition, key);
+            let mut txn = self.db.begin_write().map_err(db_err)?;
+            txn.set_durability(redb::Durability::Immediate).map_err(db_err)?;
+            let released = {
+                let mut reservations = txn.open_table(RESERVATIONS).map_err(db_err)?;
+                let mine = match reservations.get(tk.as_slice()).map_err(db_err)? {
+                    Some(v) => postcard::from_bytes::<([u8; 16], u64)>(v.value())
+                        .map(|(holder, _)| holder == token)
+                        .unwrap_or(false),
+                    None => false,
+                };
+                if mine {
+                    reservations.remove(tk.as_slice()).map_err(db_err)?;
+                }
+                mine
+            };
+            txn.commit().map_err(db_err)?;
+            Ok(released)
+        })
     }
 
     /// The record stored under (`partition`, `key`), tombstones included.
@@ -445,6 +544,70 @@ mod tests {
             version,
             value: RecordValue::Data(data.as_bytes().to_vec()),
         }
+    }
+
+    #[test]
+    fn reservations_grant_one_token_refuse_live_records_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("records.redb");
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        {
+            let store = RecordStore::open(&path).expect("open");
+            assert_eq!(
+                store.reserve(1, b"k", a, 100, 200).expect("reserve"),
+                Reservation::Granted
+            );
+            assert_eq!(store.reserve(1, b"k", b, 150, 300).expect("reserve"), Reservation::Held);
+            assert_eq!(
+                store.reserve(1, b"k", a, 150, 400).expect("extend"),
+                Reservation::Granted
+            );
+            assert_eq!(
+                store.reserve(2, b"k", b, 150, 300).expect("other partition"),
+                Reservation::Granted
+            );
+            // Reservations are not records: not read, scanned or summarised.
+            assert!(store.get(1, b"k").expect("get").is_none());
+            assert!(store.scan(1, b"", None, 10).expect("scan").is_empty());
+            assert_eq!(store.merkle_root(1), MerkleNode::default());
+        }
+        let store = RecordStore::open(&path).expect("reopen");
+        assert_eq!(
+            store.reserve(1, b"k", b, 150, 300).expect("after reopen"),
+            Reservation::Held
+        );
+        // Expired: another token takes it.
+        assert_eq!(
+            store.reserve(1, b"k", b, 401, 500).expect("expired"),
+            Reservation::Granted
+        );
+        assert!(!store.release(1, b"k", a).expect("not a's any more"));
+        assert!(store.release(1, b"k", b).expect("release"));
+        assert_eq!(
+            store.reserve(1, b"k", a, 402, 500).expect("free again"),
+            Reservation::Granted
+        );
+        assert!(store.release(1, b"k", a).expect("release"));
+        // A live record refuses; a tombstone does not.
+        store.put(vec![rec(1, "k", v(10, 1), "exists")]).expect("put");
+        assert_eq!(store.reserve(1, b"k", a, 403, 500).expect("live"), Reservation::Exists);
+        store
+            .put(vec![Record {
+                partition: 1,
+                key: b"k".to_vec(),
+                version: v(11, 1),
+                value: RecordValue::Tombstone,
+            }])
+            .expect("delete");
+        assert_eq!(
+            store.reserve(1, b"k", a, 404, 500).expect("deleted"),
+            Reservation::Granted
+        );
+        assert!(
+            store
+                .reserve(1, &vec![0u8; RECORD_KEY_SIZE_BYTES_MAX + 1], a, 1, 2)
+                .is_err()
+        );
     }
 
     #[test]
