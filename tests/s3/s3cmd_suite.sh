@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # s3cmd (from the test venv) against a running HADSS endpoint: make a bucket, put a small
-# file, a 20 MiB file (multipart, 5 MiB parts) and keys with spaces, unicode and +&=?#, list,
+# file, a 20 MiB and a 64 MiB file (multipart, 5 MiB parts) and keys with spaces, unicode
+# and +&=?#, list,
 # get them back and compare by sha256, delete, remove the bucket.
 # Usage: s3cmd_suite.sh CREDENTIALS_ENV S3CMD_BIN
 set -euo pipefail
@@ -23,7 +24,8 @@ run() { "$s3cmd" -c "$work/s3cfg" --no-progress "$@"; }
 
 head -c 1234 /dev/urandom > "$work/small.bin"
 head -c $((20 * 1024 * 1024 + 5)) /dev/urandom > "$work/big.bin"
-keys=("small.bin" "big.bin" "with space.txt" "ünïcödé-ключ.txt" "plus+amp&eq=q?hash#.txt")
+head -c $((64 * 1024 * 1024)) /dev/urandom > "$work/huge.bin"
+keys=("small.bin" "big.bin" "huge.bin" "with space.txt" "ünïcödé-ключ.txt" "plus+amp&eq=q?hash#.txt")
 cp "$work/small.bin" "$work/with space.txt"
 cp "$work/small.bin" "$work/ünïcödé-ключ.txt"
 cp "$work/small.bin" "$work/plus+amp&eq=q?hash#.txt"
