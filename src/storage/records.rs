@@ -45,6 +45,9 @@ const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 /// Local to each replica (its vote), never replicated, scanned or summarised.
 const RESERVATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reservations");
 
+/// A record's key and version (what anti-entropy compares).
+pub type KeyVersion = (Vec<u8>, Version);
+
 /// A replica's answer to a create reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reservation {
@@ -504,6 +507,39 @@ impl RecordStore {
             });
         }
         Ok(out)
+    }
+
+    /// The (key, version) of every record of `partition` whose key falls in one of `leaves`
+    /// of the partition's Merkle summary, in key order, at most `limit`; and whether that was
+    /// all of them. Tombstones included (they are versions too). Scans the partition.
+    pub fn leaf_items(
+        &self,
+        partition: u32,
+        leaves: &[u32],
+        limit: usize,
+    ) -> Result<(Vec<KeyVersion>, bool), RecordError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(RECORDS).map_err(db_err)?;
+        let start = table_key(partition, &[]);
+        let mut out = Vec::new();
+        for item in table.range(start.as_slice()..).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let k = k.value();
+            let Some((p, key)) = split_table_key(k) else { break };
+            if p != partition {
+                break;
+            }
+            if !leaves.contains(&PARTITION_MERKLE_SHAPE.leaf_of(blake3::hash(key).as_bytes())) {
+                continue;
+            }
+            if out.len() >= limit {
+                return Ok((out, false));
+            }
+            let (version, _) = postcard::from_bytes::<(Version, RecordValue)>(v.value())
+                .map_err(|_| RecordError::Corrupt { key: k.to_vec() })?;
+            out.push((key.to_vec(), version));
+        }
+        Ok((out, true))
     }
 
     /// The Merkle root of a partition (empty if it holds nothing).
