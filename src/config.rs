@@ -62,6 +62,10 @@ pub struct StorageConfig {
     /// `127.0.0.1:7480`. Default: an ephemeral port on 127.0.0.1, written to `node.json`.
     #[serde(default)]
     pub http_listen: Option<String>,
+    /// Seconds between Merkle anti-entropy rounds over the record partitions this node
+    /// replicates (a round also follows every new map epoch); 0 turns it off. Default 60.
+    #[serde(default)]
+    pub anti_entropy_interval_s: Option<u64>,
 }
 
 /// `hadss monitor --config FILE`.

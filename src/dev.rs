@@ -147,6 +147,7 @@ pub async fn run(
                 .await
                 .with_context(|| format!("starting storage node {i}"))?,
         );
+        node.start_anti_entropy(hadss::node::runtime::ANTI_ENTROPY_INTERVAL_MS_DEFAULT);
         joins.push(tokio::spawn(hadss::monitor::client::join_until_member(
             node.clone(),
             bootstrap.clone(),

@@ -216,6 +216,10 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
     let addr = write_node_file(&node, &cfg.data_dir, &cfg.zone, &http)?;
     pull_map_from_bootstrap(&node, &cfg.bootstrap).await;
     let node = std::sync::Arc::new(node);
+    node.start_anti_entropy(
+        cfg.anti_entropy_interval_s
+            .map_or(hadss::node::runtime::ANTI_ENTROPY_INTERVAL_MS_DEFAULT, |s| s * 1000),
+    );
     let join = tokio::spawn(hadss::monitor::client::join_until_member(
         node.clone(),
         bootstrap_peers(&cfg.bootstrap),

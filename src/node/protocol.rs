@@ -149,6 +149,13 @@ pub enum MetaRequest {
         /// How long the reservation lasts (capped at `RESERVATION_TTL_MS_MAX`).
         ttl_ms: u32,
     },
+    /// One anti-entropy question about a partition (`crate::storage::antientropy`).
+    AntiEntropy {
+        /// Partition.
+        partition: u32,
+        /// The question.
+        ask: crate::storage::antientropy::Ask,
+    },
     /// Drop the token's reservation of a key.
     Release {
         /// Partition.
@@ -184,6 +191,8 @@ pub enum MetaResponse {
     },
     /// The replica's answer to a reservation.
     Reservation(crate::storage::records::Reservation),
+    /// The replica's answer to an anti-entropy question.
+    AntiEntropy(crate::storage::antientropy::Answer),
     /// The request failed.
     Error(RemoteError),
 }

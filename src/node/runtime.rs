@@ -18,8 +18,11 @@
 //! versions writes the newest back to them; a chunk read that finds a replica missing the
 //! chunk, or holding a corrupt copy, gives it the verified bytes. Both in the background.
 //!
-//! Not here yet: Merkle anti-entropy, re-replication after a long outage, rebalancing (the
-//! anti-entropy issue).
+//! Merkle anti-entropy of record partitions (`antientropy`): rounds on an interval and after
+//! each new epoch compare every partition with one live replica and copy what differs.
+//!
+//! Not here yet: anti-entropy of chunks, re-replication after a long outage, rebalancing
+//! (the anti-entropy issue).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -43,9 +46,11 @@ use crate::storage::hints::{Hint, HintItem, HintStore};
 use crate::storage::records::{Record, RecordStore};
 use crate::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
 
+mod antientropy;
 mod keys;
 mod reserve;
 
+pub use antientropy::{ANTI_ENTROPY_INTERVAL_MS_DEFAULT, AntiEntropyReport};
 pub use reserve::{CreateLease, CreateRefusal};
 
 /// Commands queued to the network loop; senders wait when it is full.
@@ -175,11 +180,17 @@ pub struct NodeCounters {
     pub members_down_events: std::sync::atomic::AtomicU64,
     /// Chunk reads that asked a second replica because the first was slow.
     pub hedged_chunk_reads: std::sync::atomic::AtomicU64,
+    /// Anti-entropy comparisons of a partition with a peer.
+    pub anti_entropy_sessions: std::sync::atomic::AtomicU64,
+    /// Bytes of anti-entropy questions and answers (records copied not included).
+    pub anti_entropy_bytes: std::sync::atomic::AtomicU64,
+    /// Records anti-entropy copied (pulled here or pushed to a peer).
+    pub anti_entropy_records_copied: std::sync::atomic::AtomicU64,
 }
 
 impl NodeCounters {
     /// (name, help, value) of every counter, for metrics.
-    fn all(&self) -> [(&'static str, &'static str, u64); 14] {
+    fn all(&self) -> [(&'static str, &'static str, u64); 17] {
         use std::sync::atomic::Ordering::Relaxed;
         [
             (
@@ -252,6 +263,21 @@ impl NodeCounters {
                 "Chunk reads that also asked the next replica because one was slow",
                 self.hedged_chunk_reads.load(Relaxed),
             ),
+            (
+                "anti_entropy_sessions",
+                "Anti-entropy comparisons of a partition with a peer",
+                self.anti_entropy_sessions.load(Relaxed),
+            ),
+            (
+                "anti_entropy_bytes",
+                "Bytes of anti-entropy questions and answers",
+                self.anti_entropy_bytes.load(Relaxed),
+            ),
+            (
+                "anti_entropy_records_copied",
+                "Records anti-entropy copied between replicas",
+                self.anti_entropy_records_copied.load(Relaxed),
+            ),
         ]
     }
 }
@@ -287,6 +313,8 @@ struct Inner {
     hedge_tokens_milli: std::sync::atomic::AtomicU64,
     /// Set on monitors: answers Raft frames and admin requests.
     monitor: std::sync::OnceLock<Arc<dyn MonitorService>>,
+    /// Anti-entropy rounds started (picks each round's peer per partition).
+    anti_entropy_rounds: std::sync::atomic::AtomicU64,
 }
 
 /// A running node. Dropping it stops the network loop (as a crash would, minus the disk).
@@ -440,6 +468,7 @@ impl Node {
             role: config.role,
             hedge_tokens_milli: std::sync::atomic::AtomicU64::new(HEDGE_TOKENS_MAX_MILLI),
             monitor: std::sync::OnceLock::new(),
+            anti_entropy_rounds: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(follow_membership(swim_events, Arc::downgrade(&inner)));
         tokio::spawn(handoff_loop(Arc::downgrade(&inner), inner.handoff_nudge.clone()));
@@ -661,6 +690,20 @@ impl Node {
     /// Drops a create reservation (best effort: an unreleased one expires).
     pub async fn release_create(&self, lease: CreateLease) {
         self.inner.clone().release_create(lease).await;
+    }
+
+    /// Compares every record partition this node replicates with one other live replica
+    /// (round-robin over rounds) and copies what differs both ways. Returns the totals.
+    pub async fn anti_entropy_round(&self) -> AntiEntropyReport {
+        self.inner.clone().anti_entropy_round().await
+    }
+
+    /// Runs `anti_entropy_round` every `interval_ms` in the background (0: never), and right
+    /// after this node adopts a new map epoch.
+    pub fn start_anti_entropy(&self, interval_ms: u64) {
+        if interval_ms > 0 {
+            tokio::spawn(antientropy::anti_entropy_loop(Arc::downgrade(&self.inner), interval_ms));
+        }
     }
 
     /// Serves an access key request here (what a remote `AdminRequest::Keys` gets).
@@ -1608,6 +1651,13 @@ impl Inner {
                 match tokio::task::spawn_blocking(move || records.reserve(partition, &key, token, now, expires)).await {
                     Ok(Ok(r)) => MetaResponse::Reservation(r),
                     Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                    Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                }
+            }
+            MetaRequest::AntiEntropy { partition, ask } => {
+                let records = self.records.clone();
+                match tokio::task::spawn_blocking(move || antientropy::answer_from(&records, partition, &ask)).await {
+                    Ok(answer) => MetaResponse::AntiEntropy(answer),
                     Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
                 }
             }

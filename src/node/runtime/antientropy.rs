@@ -1,0 +1,221 @@
+//! Merkle anti-entropy of record partitions between live replicas: the shell around the
+//! sans-IO `storage::antientropy` session. Each round, a node compares every partition it
+//! replicates (it is among the first N of the partition's preference list) with one other
+//! live replica, taking them in turn from round to round, and copies what differs both ways:
+//! it pulls records the peer has newer and pushes those it has newer. Identical partitions
+//! cost one root exchange. Rounds run on an interval and right after a new map epoch.
+//!
+//! Chunks are not compared here yet (their stores keep the same kind of summary); neither
+//! are records rate-limited beyond one partition at a time.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::Inner;
+use crate::cluster::NodeId;
+use crate::node::protocol::{MetaRequest, MetaResponse};
+use crate::storage::antientropy::{self, Answer, Ask, ITEMS_PER_ANSWER_MAX, Session};
+use crate::storage::records::{PARTITION_MERKLE_SHAPE, Record, RecordStore};
+
+/// Default time between anti-entropy rounds.
+pub const ANTI_ENTROPY_INTERVAL_MS_DEFAULT: u64 = 60_000;
+/// Most bytes of (key, version) items in one answer (well inside the meta frame limit).
+const ANSWER_ITEM_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Records sent per push request.
+const PUSH_BATCH_RECORDS: usize = 256;
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AntiEntropyReport {
+    /// Partition comparisons run.
+    pub sessions: u64,
+    /// Comparisons that failed (peer unreachable, bad answer); retried next round.
+    pub failed: u64,
+    /// Bytes of questions and answers.
+    pub exchanged_bytes: u64,
+    /// Records fetched from peers.
+    pub pulled: u64,
+    /// Records sent to peers.
+    pub pushed: u64,
+}
+
+/// The peer's side: answers `ask` from this store's summary and records of `partition`.
+pub(super) fn answer_from(records: &RecordStore, partition: u32, ask: &Ask) -> Answer {
+    let tree = records.merkle_snapshot(partition);
+    let mut failure = None;
+    let answer = antientropy::answer(
+        tree.as_ref(),
+        PARTITION_MERKLE_SHAPE,
+        ask,
+        &mut |leaves| match records.leaf_items(partition, leaves, ITEMS_PER_ANSWER_MAX) {
+            Ok((mut items, mut complete)) => {
+                let mut size_bytes = 0usize;
+                if let Some(cut) = items.iter().position(|(k, _)| {
+                    size_bytes += k.len() + 32;
+                    size_bytes > ANSWER_ITEM_BYTES_MAX
+                }) {
+                    items.truncate(cut);
+                    complete = false;
+                }
+                (items, complete)
+            }
+            Err(e) => {
+                failure = Some(e.to_string());
+                (Vec::new(), false)
+            }
+        },
+    );
+    match failure {
+        Some(e) => Answer::Refused(e),
+        None => answer,
+    }
+}
+
+impl Inner {
+    /// Compares one partition with one peer and copies the differences both ways.
+    pub(super) async fn anti_entropy_with(
+        self: &Arc<Self>,
+        peer: &NodeId,
+        partition: u32,
+    ) -> anyhow::Result<AntiEntropyReport> {
+        let records = self.records.clone();
+        let tree = tokio::task::spawn_blocking(move || records.merkle_snapshot(partition))
+            .await?
+            .or_else(|| chunkstore::MerkleTree::new(PARTITION_MERKLE_SHAPE))
+            .ok_or_else(|| anyhow::anyhow!("bad Merkle shape"))?;
+        let (mut session, mut ask) = Session::new(tree);
+        loop {
+            let answer = match self
+                .request_meta(
+                    peer,
+                    MetaRequest::AntiEntropy {
+                        partition,
+                        ask: ask.clone(),
+                    },
+                )
+                .await
+            {
+                Ok(MetaResponse::AntiEntropy(a)) => a,
+                Ok(other) => anyhow::bail!("unexpected answer {other:?}"),
+                Err(e) => anyhow::bail!("{e}"),
+            };
+            // This side's items of the asked leaves, read off the async threads.
+            let mut local = match &ask {
+                Ask::Leaves { leaves } => {
+                    let (records, leaves) = (self.records.clone(), leaves.clone());
+                    Some(
+                        tokio::task::spawn_blocking(move || records.leaf_items(partition, &leaves, usize::MAX))
+                            .await??
+                            .0,
+                    )
+                }
+                _ => None,
+            };
+            match session.on_answer(answer, &mut |_| local.take().unwrap_or_default())? {
+                Some(next) => ask = next,
+                None => break,
+            }
+        }
+        let exchanged_bytes = session.sent_bytes() + session.received_bytes();
+        let plan = session.into_plan();
+        let mut pulled = 0u64;
+        for key in plan.pull {
+            if let Ok(MetaResponse::Record(Some(record))) =
+                self.request_meta(peer, MetaRequest::Get { partition, key }).await
+                && self.store_records_locally(vec![record], None).await.is_ok()
+            {
+                pulled += 1;
+            }
+        }
+        let mut pushed = 0u64;
+        for keys in plan.push.chunks(PUSH_BATCH_RECORDS) {
+            let (records, keys) = (self.records.clone(), keys.to_vec());
+            let batch: Vec<Record> = tokio::task::spawn_blocking(move || {
+                keys.iter()
+                    .filter_map(|k| records.get(partition, k).ok().flatten())
+                    .collect()
+            })
+            .await?;
+            let count = batch.len() as u64;
+            let request = MetaRequest::Put {
+                records: batch,
+                hint_for: None,
+            };
+            if let Ok(MetaResponse::Applied(_)) = self.request_meta(peer, request).await {
+                pushed += count;
+            }
+        }
+        Ok(AntiEntropyReport {
+            sessions: 1,
+            failed: 0,
+            exchanged_bytes,
+            pulled,
+            pushed,
+        })
+    }
+
+    /// One round over every partition this node replicates.
+    pub(super) async fn anti_entropy_round(self: Arc<Self>) -> AntiEntropyReport {
+        let mut report = AntiEntropyReport::default();
+        let Some(view) = self.view() else { return report };
+        let (map, placement) = &*view;
+        let n = usize::from(map.policy.replication);
+        let round = self.anti_entropy_rounds.fetch_add(1, Relaxed) as usize;
+        for partition in 0..map.partitions {
+            let replicas: Vec<NodeId> = placement.preference(partition).take(n).cloned().collect();
+            if !replicas.contains(&self.node_id) {
+                continue;
+            }
+            let peers: Vec<&NodeId> = replicas
+                .iter()
+                .filter(|r| **r != self.node_id && self.is_alive(r))
+                .collect();
+            if peers.is_empty() {
+                continue;
+            }
+            let peer = peers[round % peers.len()];
+            match self.anti_entropy_with(peer, partition).await {
+                Ok(r) => {
+                    report.sessions += 1;
+                    report.exchanged_bytes += r.exchanged_bytes;
+                    report.pulled += r.pulled;
+                    report.pushed += r.pushed;
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::debug!(partition, ?peer, error = %e, "anti-entropy session failed");
+                }
+            }
+        }
+        self.counters.anti_entropy_sessions.fetch_add(report.sessions, Relaxed);
+        self.counters
+            .anti_entropy_bytes
+            .fetch_add(report.exchanged_bytes, Relaxed);
+        self.counters
+            .anti_entropy_records_copied
+            .fetch_add(report.pulled + report.pushed, Relaxed);
+        if report.pulled + report.pushed > 0 {
+            tracing::info!(?report, "anti-entropy copied records");
+        }
+        report
+    }
+}
+
+/// Runs rounds every `interval_ms`, and soon after the map epoch changes.
+pub(super) async fn anti_entropy_loop(inner: Weak<Inner>, interval_ms: u64) {
+    let mut last_epoch = 0u64;
+    let mut since_round_ms = 0u64;
+    const TICK_MS: u64 = 1000;
+    loop {
+        tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
+        let Some(inner) = inner.upgrade() else { return };
+        since_round_ms += TICK_MS;
+        let epoch = inner.view().map_or(0, |v| v.0.epoch);
+        if since_round_ms >= interval_ms || epoch != last_epoch {
+            last_epoch = epoch;
+            since_round_ms = 0;
+            inner.anti_entropy_round().await;
+        }
+    }
+}
