@@ -399,6 +399,16 @@ pub struct KeyGrantArgs {
     create_bucket: bool,
 }
 
+impl KeyGrantArgs {
+    fn rights(&self) -> hadss::access::Permission {
+        hadss::access::Permission {
+            read: self.read,
+            write: self.write,
+            owner: self.owner,
+        }
+    }
+}
+
 /// Sends a key request to the first of `m`'s nodes that answers.
 async fn key_request(m: &Monitors, request: hadss::access::KeyRequest) -> anyhow::Result<hadss::access::KeyResponse> {
     let secret = m.secret()?;
@@ -467,11 +477,7 @@ pub async fn key(cmd: KeyCmd) -> anyhow::Result<()> {
         KeyCmd::Info { monitors, id, json } => (monitors, KeyRequest::Info { id }, json),
         KeyCmd::Delete { monitors, id } => (monitors, KeyRequest::Delete { id }, false),
         KeyCmd::Allow(a) => {
-            let rights = Permission {
-                read: a.read,
-                write: a.write,
-                owner: a.owner,
-            };
+            let rights = a.rights();
             let edit = KeyEdit {
                 bucket: a.bucket,
                 grant: rights,
@@ -481,11 +487,7 @@ pub async fn key(cmd: KeyCmd) -> anyhow::Result<()> {
             (a.monitors, KeyRequest::Edit { id: a.id, edit }, false)
         }
         KeyCmd::Deny(a) => {
-            let rights = Permission {
-                read: a.read,
-                write: a.write,
-                owner: a.owner,
-            };
+            let rights = a.rights();
             let edit = KeyEdit {
                 bucket: a.bucket,
                 grant: Permission::default(),

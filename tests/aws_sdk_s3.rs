@@ -49,15 +49,16 @@ async fn get(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
     out.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
-fn code<E: ProvideErrorMetadata>(e: &E) -> String {
-    e.code().unwrap_or("<none>").to_string()
+/// The root key and endpoint of a `hadss dev` (from its `credentials.env`).
+struct Root {
+    endpoint: String,
+    access_key: String,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_sdk_s3_against_hadss_dev() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("hadss-data");
-    let (_dev, endpoint) = start_dev(&data, 1);
+/// Starts `hadss dev` under `dir` and a client with its root key.
+fn dev_and_client(dir: &std::path::Path) -> (common::dev::Dev, Client, Root) {
+    let data = dir.join("hadss-data");
+    let (dev, endpoint) = start_dev(&data, 1);
     let env = std::fs::read_to_string(data.join("credentials.env")).unwrap();
     let var = |name: &str| {
         env.lines()
@@ -66,6 +67,21 @@ async fn aws_sdk_s3_against_hadss_dev() {
             .to_string()
     };
     let s3 = client(&endpoint, &var("AWS_ACCESS_KEY_ID"), &var("AWS_SECRET_ACCESS_KEY"));
+    let root = Root {
+        endpoint,
+        access_key: var("AWS_ACCESS_KEY_ID"),
+    };
+    (dev, s3, root)
+}
+
+fn code<E: ProvideErrorMetadata>(e: &E) -> String {
+    e.code().unwrap_or("<none>").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_sdk_s3_against_hadss_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, s3, root) = dev_and_client(dir.path());
     let test = async {
         // Buckets and their errors.
         s3.create_bucket().bucket("sdk").send().await.unwrap();
@@ -247,7 +263,7 @@ async fn aws_sdk_s3_against_hadss_dev() {
         assert!(nokey.as_service_error().unwrap().is_no_such_key(), "{nokey:?}");
         let full = s3.delete_bucket().bucket("sdk").send().await.unwrap_err();
         assert_eq!(code(&full), "BucketNotEmpty");
-        let wrong = client(&endpoint, &var("AWS_ACCESS_KEY_ID"), "not-the-secret");
+        let wrong = client(&root.endpoint, &root.access_key, "not-the-secret");
         let denied = wrong.list_buckets().send().await.unwrap_err();
         assert_eq!(code(&denied), "SignatureDoesNotMatch");
 
@@ -300,17 +316,8 @@ async fn a_1_gib_put_streams_with_bounded_memory() {
     /// copied for three in-process replicas, zstd buffers, allocator arenas).
     const GROWTH_BYTES_MAX: u64 = SIZE_BYTES / 2;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("hadss-data");
-    let (dev, endpoint) = start_dev(&data, 1);
+    let (dev, s3, _) = dev_and_client(dir.path());
     let pid = dev.0.id();
-    let env = std::fs::read_to_string(data.join("credentials.env")).unwrap();
-    let var = |name: &str| {
-        env.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_string()
-    };
-    let s3 = client(&endpoint, &var("AWS_ACCESS_KEY_ID"), &var("AWS_SECRET_ACCESS_KEY"));
 
     // The object: pseudo-random (so no chunk repeats), hashed as it is written.
     let path = dir.path().join("big.bin");
@@ -390,16 +397,7 @@ async fn racing_create_only_puts_have_one_winner() {
     const KEYS: usize = 12;
     const RACERS: usize = 8;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("hadss-data");
-    let (_dev, endpoint) = start_dev(&data, 1);
-    let env = std::fs::read_to_string(data.join("credentials.env")).unwrap();
-    let var = |name: &str| {
-        env.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_string()
-    };
-    let s3 = client(&endpoint, &var("AWS_ACCESS_KEY_ID"), &var("AWS_SECRET_ACCESS_KEY"));
+    let (_dev, s3, _) = dev_and_client(dir.path());
     let test = async {
         s3.create_bucket().bucket("race").send().await.unwrap();
         let mut tasks = Vec::new();

@@ -51,21 +51,25 @@ fn run_shell_suite(credentials: &Path, script: &str, tool: &Path, name: &str) {
     assert!(text.contains(&format!("{name}: PASS")), "{text}");
 }
 
-fn run_suite(credentials: &Path, phase: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/boto3_suite.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(credentials)
-        .arg(phase)
-        .output()
-        .unwrap();
+/// Runs `tests/s3/<script> ARGS…` with the venv's Python and checks it printed `pass`.
+fn run_python_suite(script: &str, args: &[&std::ffi::OsStr], pass: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3").join(script);
+    let out = Command::new(python()).arg(path).args(args).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "boto3 suite, phase {phase}, failed:\n{text}");
-    assert!(text.contains("PASS"), "{text}");
+    assert!(out.status.success(), "{script} {args:?} failed:\n{text}");
+    assert!(text.contains(pass), "{text}");
+}
+
+fn run_suite(credentials: &Path, phase: &str) {
+    run_python_suite(
+        "boto3_suite.py",
+        &[credentials.as_os_str(), std::ffi::OsStr::new(phase)],
+        &format!("phase {phase}: PASS"),
+    );
 }
 
 #[test]
@@ -141,20 +145,14 @@ fn access_keys_made_with_hadss_admin() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no monitor address printed:\n{printed}"))
         .to_string();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/keys_suite.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(data.join("credentials.env"))
-        .arg(env!("CARGO_BIN_EXE_hadss"))
-        .arg(data.join("keys/cluster.secret"))
-        .arg(&monitor)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_python_suite(
+        "keys_suite.py",
+        &[
+            data.join("credentials.env").as_os_str(),
+            std::ffi::OsStr::new(env!("CARGO_BIN_EXE_hadss")),
+            data.join("keys/cluster.secret").as_os_str(),
+            std::ffi::OsStr::new(&monitor),
+        ],
+        "keys suite: PASS",
     );
-    assert!(out.status.success(), "keys suite failed:\n{text}");
-    assert!(text.contains("keys suite: PASS"), "{text}");
 }
