@@ -165,7 +165,12 @@ async fn monitors_publish_epochs_and_admit_nodes() {
         .await
         .unwrap();
     assert_eq!(again, first, "a retry answers the first outcome");
-    assert_eq!(monitors[2].as_ref().unwrap().status().map.unwrap().epoch, epoch + 1);
+    // A follower applies the commit a moment after the leader answers.
+    let follower = monitors[2].as_ref().unwrap();
+    common::eventually(Duration::from_secs(10), "the follower applies the change", || async {
+        follower.status().map.is_some_and(|m| m.epoch == epoch + 1)
+    })
+    .await;
 
     // A policy whose reads can miss writes (W + R <= N) is refused with the reason.
     let weak = hadss::monitor::client::propose(
