@@ -3,24 +3,17 @@
 //! so keys can be managed with every monitor down. The gateway calls the same code for the
 //! grants it makes itself (a created bucket is owned by the key that created it).
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::Inner;
+use super::reserve::wall_ms;
 use crate::access::{
     AccessKey, KEY_PREFIX, KEYS_LISTED_MAX, KEYS_PARTITION_KEY, KeyRequest, KeyResponse, key_record_key,
 };
 use crate::cluster::partition_of_key;
 use crate::storage::records::{Record, RecordValue, Version};
+use std::sync::Arc;
 
 /// Keys asked for per scan page.
 const KEYS_PAGE_LEN: usize = 1000;
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 impl Inner {
     fn keys_partition(&self) -> anyhow::Result<u32> {

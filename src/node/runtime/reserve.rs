@@ -20,6 +20,7 @@ use crate::storage::records::Reservation;
 /// How long a create reservation lasts if its creator never releases it.
 pub const CREATE_RESERVATION_TTL_MS: u32 = 30_000;
 
+/// Wall-clock time, ms since the Unix epoch.
 pub(super) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
