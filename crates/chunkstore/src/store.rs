@@ -44,6 +44,9 @@ use crate::segment::{
     SegmentWriter, parse_file_name, sync_dir,
 };
 
+/// Dead bytes in the active segment (when also more than its live bytes) that make a
+/// compaction seal it so it can be reclaimed (a quarter of the segment size if smaller).
+pub const ACTIVE_ROLL_DEAD_BYTES_MIN: u64 = 1024 * 1024;
 /// Default maximum chunk size: 64 MiB.
 pub const CHUNK_SIZE_BYTES_MAX_DEFAULT: u32 = 64 * 1024 * 1024;
 /// Default segment size: 256 MiB, big enough that a 4 MiB chunk wastes little at roll-over
@@ -1212,6 +1215,15 @@ impl Store {
         self.index.read(id).get(id).is_some_and(|e| e.kind == EntryKind::Put)
     }
 
+    /// The content size of a readable copy of `id`, from the index (nothing is read).
+    pub fn size_of(&self, id: &ChunkId) -> Option<u64> {
+        self.index
+            .read(id)
+            .get(id)
+            .filter(|e| e.kind == EntryKind::Put)
+            .map(|e| u64::from(e.raw_len))
+    }
+
     /// Reads a chunk, verifying its checksums. `Ok(None)` if absent; `Err(Corruption)` if the
     /// stored copy is bad (it is then set aside and no longer listed).
     pub fn get(&self, id: &ChunkId) -> Result<Option<Chunk>> {
@@ -1431,8 +1443,18 @@ impl Store {
 
     fn compact_locked(&self, compaction: &MutexGuard<'_, ()>) -> Result<CompactionReport> {
         let mut report = CompactionReport::default();
-        let active_id = lock(&self.writer).active.id;
         let size = self.options.segment_size_bytes;
+        // The active segment is never rewritten while it takes puts. When most of it is dead
+        // (say a bucket was emptied), it is sealed first so that this compaction reclaims it.
+        {
+            let mut w = lock(&self.writer);
+            let active = w.active.clone();
+            let dead = active.dead_bytes.load(Ordering::Relaxed);
+            if dead >= (size / 4).min(ACTIVE_ROLL_DEAD_BYTES_MIN) && dead >= active.live_bytes() {
+                self.roll(&mut w, false)?;
+            }
+        }
+        let active_id = lock(&self.writer).active.id;
         let threshold = (size as f64 * self.options.compaction_live_fraction_max) as u64;
         let mut candidates: Vec<Arc<Segment>> = self
             .segments_read()
