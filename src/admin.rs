@@ -147,8 +147,14 @@ async fn propose(m: &Monitors, op: Op) -> anyhow::Result<()> {
 pub async fn status(cmd: Status) -> anyhow::Result<()> {
     let m = &cmd.monitors;
     let s = hadss::monitor::client::status(m.secret()?, &m.monitors, m.timeout()).await?;
+    let progress = progress(m.secret()?, &s).await;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
+        let mut json = status_json(&s);
+        json["progress"] = serde_json::json!(progress
+            .iter()
+            .map(|(id, r)| serde_json::json!({"peer_id": show_id(id), "report": r.as_ref().map_err(|e| e.to_string())}))
+            .collect::<Vec<_>>());
+        println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
     let leader = s.leader.map_or("none known".to_string(), |l| l.to_string());
@@ -187,7 +193,93 @@ pub async fn status(cmd: Status) -> anyhow::Result<()> {
             n.addrs.join(",")
         );
     }
+    print_progress(&progress);
     Ok(())
+}
+
+/// Asks every storage node of the map for its last maintenance report (16 at a time).
+async fn progress(
+    secret: libp2p::pnet::PreSharedKey,
+    s: &hadss::node::protocol::StatusReport,
+) -> Vec<(NodeId, Result<Option<hadss::node::runtime::MaintenanceReport>, String>)> {
+    use futures::StreamExt;
+    let Some(map) = &s.map else { return Vec::new() };
+    let asks = map
+        .nodes
+        .iter()
+        .filter(|n| n.role == hadss::cluster::Role::Storage)
+        .map(|n| {
+            let (id, addr) = (n.id.clone(), n.addrs.first().cloned());
+            async move {
+                let peer = PeerId::from_bytes(&id.0).map_err(|e| e.to_string());
+                let answer = async {
+                    let addr: libp2p::Multiaddr = format!("{}/p2p/{}", addr.ok_or("no address")?, peer?)
+                        .parse()
+                        .map_err(|e: libp2p::multiaddr::Error| e.to_string())?;
+                    let ask = hadss::node::client::admin_request(secret, &addr, AdminRequest::Progress);
+                    match tokio::time::timeout(std::time::Duration::from_secs(PROGRESS_TIMEOUT_S), ask).await {
+                        Ok(Ok(AdminResponse::Progress(r))) => Ok(r),
+                        Ok(Ok(other)) => Err(format!("unexpected answer {other:?}")),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("no answer".to_string()),
+                    }
+                };
+                (id, answer.await)
+            }
+        });
+    futures::stream::iter(asks).buffer_unordered(16).collect().await
+}
+
+/// Seconds to wait for one node's progress report.
+const PROGRESS_TIMEOUT_S: u64 = 5;
+
+fn print_progress(progress: &[(NodeId, Result<Option<hadss::node::runtime::MaintenanceReport>, String>)]) {
+    if progress.is_empty() {
+        return;
+    }
+    let reports: Vec<_> = progress
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().copied().flatten())
+        .collect();
+    let moving: u64 = reports.iter().map(|r| r.partitions_moving).sum();
+    let left: u64 = reports.iter().map(|r| r.bytes_left).sum();
+    println!(
+        "data movement: {moving} partition copies moving, {} left ({} of {} storage nodes reported)",
+        human_bytes(left),
+        reports.len(),
+        progress.len()
+    );
+    for (id, r) in progress {
+        match r {
+            Ok(Some(r)) => println!(
+                "  {:<52} owns {:>4} · moving {:>4} · {:>10} left · last pass fetched {} chunks, collected {}, dropped {} surplus",
+                show_id(id),
+                r.partitions_owned,
+                r.partitions_moving,
+                human_bytes(r.bytes_left),
+                r.chunks_fetched,
+                r.chunks_collected,
+                r.surplus_chunks_dropped + r.surplus_records_dropped,
+            ),
+            Ok(None) => println!("  {:<52} no maintenance pass yet", show_id(id)),
+            Err(e) => println!("  {:<52} unreachable: {e}", show_id(id)),
+        }
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 fn liveness(s: &hadss::node::protocol::StatusReport, id: &NodeId) -> &'static str {

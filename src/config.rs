@@ -66,6 +66,28 @@ pub struct StorageConfig {
     /// replicates (a round also follows every new map epoch); 0 turns it off. Default 60.
     #[serde(default)]
     pub anti_entropy_interval_s: Option<u64>,
+    /// Seconds between maintenance passes (repair, re-replication, rebalancing, garbage
+    /// collection; a pass also follows every new epoch); 0 turns them off. Default 60.
+    #[serde(default)]
+    pub maintenance_interval_s: Option<u64>,
+    /// Seconds a chunk must stay unreferenced (and a reference without its holder) before
+    /// it is collected. Default 3600.
+    #[serde(default)]
+    pub gc_grace_s: Option<u64>,
+    /// Seconds SWIM must report a storage node down before its partitions get another
+    /// replica (its data is copied to the next node of each preference list). Default 600.
+    #[serde(default)]
+    pub down_out_s: Option<u64>,
+    /// MiB per second of chunks a maintenance pass copies; 0: unlimited. Default 100.
+    #[serde(default)]
+    pub copy_rate_mib_s: Option<u64>,
+    /// Seconds between scrubs (every chunk re-read and re-hashed); 0 turns them off.
+    /// Default 604800 (a week).
+    #[serde(default)]
+    pub scrub_interval_s: Option<u64>,
+    /// MiB per second a scrub re-reads. Default 32.
+    #[serde(default)]
+    pub scrub_rate_mib_s: Option<u64>,
 }
 
 /// `hadss monitor --config FILE`.
@@ -248,6 +270,28 @@ impl GatewayConfig {
 }
 
 impl StorageConfig {
+    /// The maintenance settings, defaults where unset.
+    pub fn maintenance(&self) -> crate::node::runtime::MaintenanceConfig {
+        let d = crate::node::runtime::MaintenanceConfig::default();
+        const MIB: u64 = 1024 * 1024;
+        crate::node::runtime::MaintenanceConfig {
+            interval_ms: self
+                .maintenance_interval_s
+                .map_or(d.interval_ms, |s| s.saturating_mul(1000)),
+            gc_grace_ms: self.gc_grace_s.map_or(d.gc_grace_ms, |s| s.saturating_mul(1000)),
+            down_out_ms: self.down_out_s.map_or(d.down_out_ms, |s| s.saturating_mul(1000)),
+            copy_rate_bytes_per_s: self
+                .copy_rate_mib_s
+                .map_or(d.copy_rate_bytes_per_s, |m| m.saturating_mul(MIB)),
+            scrub_interval_ms: self
+                .scrub_interval_s
+                .map_or(d.scrub_interval_ms, |s| s.saturating_mul(1000)),
+            scrub_rate_bytes_per_s: self
+                .scrub_rate_mib_s
+                .map_or(d.scrub_rate_bytes_per_s, |m| m.saturating_mul(MIB)),
+        }
+    }
+
     /// Loads a config file, resolving relative paths against its directory.
     pub fn load(path: &Path) -> Result<StorageConfig, ConfigError> {
         let mut cfg: StorageConfig = read_toml(path)?;

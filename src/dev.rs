@@ -148,6 +148,7 @@ pub async fn run(
                 .with_context(|| format!("starting storage node {i}"))?,
         );
         node.start_anti_entropy(hadss::node::runtime::ANTI_ENTROPY_INTERVAL_MS_DEFAULT);
+        node.start_maintenance(hadss::node::runtime::MaintenanceConfig::default());
         joins.push(tokio::spawn(hadss::monitor::client::join_until_member(
             node.clone(),
             bootstrap.clone(),

@@ -6,6 +6,7 @@
 mod admin;
 
 mod bench;
+mod bench_repair;
 mod bench_s3;
 mod dev;
 
@@ -69,6 +70,9 @@ enum Bench {
     /// S3 PUT/GET of small and large objects against `hadss dev` (or any endpoint), beside
     /// the disk and chunk store limits measured in the same run.
     S3(bench_s3::S3Bench),
+    /// Anti-entropy bytes versus differences, and re-replication after a node is killed
+    /// versus the disk's write rate.
+    Repair(bench_repair::RepairBench),
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +192,7 @@ fn main() -> anyhow::Result<()> {
         Command::Admin(admin) => runtime.block_on(run_admin(admin)),
         Command::Bench(Bench::Replication(opts)) => runtime.block_on(bench::run(opts)),
         Command::Bench(Bench::S3(opts)) => runtime.block_on(bench_s3::run(opts)),
+        Command::Bench(Bench::Repair(opts)) => runtime.block_on(bench_repair::run(opts)),
     }
 }
 
@@ -220,6 +225,7 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
         cfg.anti_entropy_interval_s
             .map_or(hadss::node::runtime::ANTI_ENTROPY_INTERVAL_MS_DEFAULT, |s| s * 1000),
     );
+    node.start_maintenance(cfg.maintenance());
     let join = tokio::spawn(hadss::monitor::client::join_until_member(
         node.clone(),
         bootstrap_peers(&cfg.bootstrap),

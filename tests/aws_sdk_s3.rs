@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -15,34 +14,7 @@ use std::time::Duration;
 
 mod common;
 use common::dev::start_dev;
-
-fn client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "hadss-test"))
-        .force_path_style(true)
-        .http_client(http)
-        .build();
-    Client::from_conf(conf)
-}
-
-/// Self-describing pseudo-random bytes.
-fn body(seed: &str, size: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(size + 32);
-    let mut block = *blake3::hash(seed.as_bytes()).as_bytes();
-    while out.len() < size {
-        out.extend_from_slice(&block);
-        block = *blake3::hash(&block).as_bytes();
-    }
-    out.truncate(size);
-    out
-}
+use common::s3::{body, client};
 
 async fn get(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
     let out = s3.get_object().bucket(bucket).key(key).send().await.unwrap();

@@ -15,6 +15,7 @@ use crate::access::{Action, KeyEdit, KeyRequest, KeyResponse, Permission};
 use crate::node::Node;
 use crate::node::runtime::CreateRefusal;
 use crate::storage::records::{Hlc, Record, RecordValue, Version};
+use crate::storage::refs::ChunkHolder;
 
 /// The `x-amz-checksum-*` headers of an upload input (PutObject and UploadPart name them
 /// alike).
@@ -87,11 +88,37 @@ impl HadssS3 {
             .map_or(0, |d| d.as_millis() as u64)
     }
 
-    fn version(&self) -> Version {
+    fn version_with(&self, unique: [u8; 16]) -> Version {
         Version {
             hlc: self.hlc.now(Self::now_ms()),
-            unique: rand::random(),
+            unique,
         }
+    }
+
+    /// The holder a record version with `unique` at `key` will be, for chunk references.
+    fn holder(&self, partition_key: &[u8], key: &[u8], unique: [u8; 16]) -> S3Result<ChunkHolder> {
+        Ok(ChunkHolder {
+            holder_partition: self.partition(partition_key)?,
+            holder_key: key.to_vec(),
+            holder_unique: unique,
+        })
+    }
+
+    /// Writes the references of `chunks` held by `holder` (before the holder is written).
+    async fn add_refs(&self, chunks: &[ChunkRef], holder: &ChunkHolder) -> S3Result<()> {
+        let owned: Vec<(chunkstore::ChunkId, u32)> = chunks
+            .iter()
+            .map(|c| (chunkstore::ChunkId(c.id), c.size_bytes))
+            .collect();
+        let mut writes = futures::stream::iter(owned.into_iter().map(|(id, size)| {
+            let (node, holder) = (self.node.clone(), holder.clone());
+            async move { node.put_chunk_ref(&id, size, &holder).await }
+        }))
+        .buffer_unordered(GATEWAY_CHUNK_WRITES_MAX);
+        while let Some(r) = writes.next().await {
+            r.map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     fn partition(&self, key: &[u8]) -> S3Result<u32> {
@@ -113,10 +140,21 @@ impl HadssS3 {
     }
 
     async fn put_record(&self, partition_key: &[u8], key: Vec<u8>, value: RecordValue) -> S3Result<()> {
+        self.put_record_with(partition_key, key, value, rand::random()).await
+    }
+
+    /// `put_record` with the version's `unique` chosen by the caller (a holder of chunks).
+    async fn put_record_with(
+        &self,
+        partition_key: &[u8],
+        key: Vec<u8>,
+        value: RecordValue,
+        unique: [u8; 16],
+    ) -> S3Result<()> {
         let record = Record {
             partition: self.partition(partition_key)?,
             key,
-            version: self.version(),
+            version: self.version_with(unique),
             value,
         };
         self.node.put_record(record).await.map_err(unavailable)
@@ -128,11 +166,23 @@ impl HadssS3 {
     /// written, then released. Concurrent creators: one wins, the others get
     /// `412 PreconditionFailed` (it exists) or `409 ConditionalRequestConflict` (still being
     /// created; retry).
-    async fn write_object_record(&self, bucket: &str, key: &str, value: Vec<u8>, create_only: bool) -> S3Result<()> {
+    async fn write_object_record(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+        create_only: bool,
+        unique: [u8; 16],
+    ) -> S3Result<()> {
         let record_key = object_key(bucket, key);
         if !create_only {
             return self
-                .put_record(&objects_partition_key(bucket), record_key, RecordValue::Data(value))
+                .put_record_with(
+                    &objects_partition_key(bucket),
+                    record_key,
+                    RecordValue::Data(value),
+                    unique,
+                )
                 .await;
         }
         let partition = self.partition(&objects_partition_key(bucket))?;
@@ -164,8 +214,13 @@ impl HadssS3 {
         let result = match self.object(bucket, key).await {
             Ok(_) => Err(s3_error!(PreconditionFailed)),
             Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchKey => {
-                self.put_record(&objects_partition_key(bucket), record_key, RecordValue::Data(value))
-                    .await
+                self.put_record_with(
+                    &objects_partition_key(bucket),
+                    record_key,
+                    RecordValue::Data(value),
+                    unique,
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -252,12 +307,14 @@ impl HadssS3 {
             .map_err(|_| s3_error!(ServiceUnavailable, "the gateway is shutting down"))
     }
 
-    /// Reads a body to its end, storing it inline or as chunks; returns size, MD5 hex and body.
+    /// Reads a body to its end, storing it inline or as chunks, each chunk with its
+    /// reference by `holder`; returns size, MD5 hex and body.
     async fn store_body(
         &self,
         body: Option<StreamingBlob>,
         allow_inline: bool,
         checksums: &mut s3s::checksum::ChecksumHasher,
+        holder: &ChunkHolder,
     ) -> S3Result<(u64, String, ObjectBody)> {
         let mut md5 = md5::Md5::new();
         let mut size_bytes = 0u64;
@@ -266,8 +323,13 @@ impl HadssS3 {
         // Each write runs as its own task, so it progresses (and frees its slot) while this
         // request waits for the next slot.
         let put = |node: Arc<Node>, data: Vec<u8>, slot: tokio::sync::OwnedSemaphorePermit| {
+            let holder = holder.clone();
             let write = tokio::spawn(async move {
-                let r = node.put_chunk(data).await;
+                let size = data.len() as u32;
+                let r = match node.put_chunk(data).await {
+                    Ok(id) => node.put_chunk_ref(&id, size, &holder).await,
+                    Err(e) => Err(e),
+                };
                 drop(slot);
                 r
             });
@@ -335,15 +397,8 @@ impl HadssS3 {
         }
     }
 
-    async fn put_part(
-        &self,
-        bucket: &str,
-        upload_id: &str,
-        number: u32,
-        size_bytes: u64,
-        etag: &str,
-        body: ObjectBody,
-    ) -> S3Result<()> {
+    /// Writes a part record: the holder `store_body` wrote the part's chunk references for.
+    async fn put_part(&self, holder: &ChunkHolder, size_bytes: u64, etag: &str, body: ObjectBody) -> S3Result<()> {
         let ObjectBody::Chunks(chunks) = body else {
             return Err(internal("a part was stored inline"));
         };
@@ -353,12 +408,13 @@ impl HadssS3 {
             last_modified_ms: Self::now_ms(),
             chunks,
         };
-        self.put_record(
-            &objects_partition_key(bucket),
-            part_key(bucket, upload_id, number),
-            RecordValue::Data(PartRecord::V1(meta).encode()),
-        )
-        .await
+        let record = Record {
+            partition: holder.holder_partition,
+            key: holder.holder_key.clone(),
+            version: self.version_with(holder.holder_unique),
+            value: RecordValue::Data(PartRecord::V1(meta).encode()),
+        };
+        self.node.put_record(record).await.map_err(unavailable)
     }
 
     /// Every stored part of an upload, by number.
@@ -851,7 +907,13 @@ impl S3 for HadssS3 {
             }
         }
         let mut hasher = expected.hasher();
-        let (size_bytes, etag, body) = self.store_body(input.body, true, &mut hasher).await?;
+        let unique: [u8; 16] = rand::random();
+        let holder = self.holder(
+            &objects_partition_key(&input.bucket),
+            &object_key(&input.bucket, &input.key),
+            unique,
+        )?;
+        let (size_bytes, etag, body) = self.store_body(input.body, true, &mut hasher, &holder).await?;
         let md5 = unhex_bytes(&etag).unwrap_or_default();
         let checksums = expected.verify(hasher.finalize(), &md5, trailing_headers.and_then(|t| t.take()))?;
         if input.content_length.is_some_and(|l| l as u64 != size_bytes) {
@@ -871,8 +933,14 @@ impl S3 for HadssS3 {
             user_metadata,
             body,
         };
-        self.write_object_record(&input.bucket, &input.key, ObjectRecord::V1(meta).encode(), create_only)
-            .await?;
+        self.write_object_record(
+            &input.bucket,
+            &input.key,
+            ObjectRecord::V1(meta).encode(),
+            create_only,
+            unique,
+        )
+        .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             checksum_crc32: checksums.checksum_crc32,
@@ -1058,12 +1126,16 @@ impl S3 for HadssS3 {
         meta.last_modified_ms = Self::now_ms();
         let etag = meta.etag.clone();
         let last_modified = meta.last_modified_ms;
-        self.put_record(
-            &objects_partition_key(&input.bucket),
+        let unique: [u8; 16] = rand::random();
+        let (pk, key) = (
+            objects_partition_key(&input.bucket),
             object_key(&input.bucket, &input.key),
-            RecordValue::Data(ObjectRecord::V1(meta).encode()),
-        )
-        .await?;
+        );
+        if let ObjectBody::Chunks(chunks) = &meta.body {
+            self.add_refs(chunks, &self.holder(&pk, &key, unique)?).await?;
+        }
+        self.put_record_with(&pk, key, RecordValue::Data(ObjectRecord::V1(meta).encode()), unique)
+            .await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(etag)),
@@ -1207,14 +1279,19 @@ impl S3 for HadssS3 {
             input.checksum_algorithm.clone(),
         );
         let mut hasher = expected.hasher();
-        let (size_bytes, etag, body) = self.store_body(input.body, false, &mut hasher).await?;
+        let unique: [u8; 16] = rand::random();
+        let holder = self.holder(
+            &objects_partition_key(&input.bucket),
+            &part_key(&input.bucket, &input.upload_id, part_number),
+            unique,
+        )?;
+        let (size_bytes, etag, body) = self.store_body(input.body, false, &mut hasher, &holder).await?;
         let md5 = unhex_bytes(&etag).unwrap_or_default();
         let checksums = expected.verify(hasher.finalize(), &md5, trailing_headers.and_then(|t| t.take()))?;
         if input.content_length.is_some_and(|l| l as u64 != size_bytes) {
             return Err(s3_error!(IncompleteBody));
         }
-        self.put_part(&input.bucket, &input.upload_id, part_number, size_bytes, &etag, body)
-            .await?;
+        self.put_part(&holder, size_bytes, &etag, body).await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(etag)),
             checksum_crc32: checksums.checksum_crc32,
@@ -1262,11 +1339,21 @@ impl S3 for HadssS3 {
             None => 0..src.size_bytes,
         };
         let stream = self.body_stream(&src, range);
+        let unique: [u8; 16] = rand::random();
+        let holder = self.holder(
+            &objects_partition_key(&input.bucket),
+            &part_key(&input.bucket, &input.upload_id, part_number),
+            unique,
+        )?;
         let (size_bytes, etag, body) = self
-            .store_body(Some(stream), false, &mut s3s::checksum::ChecksumHasher::default())
+            .store_body(
+                Some(stream),
+                false,
+                &mut s3s::checksum::ChecksumHasher::default(),
+                &holder,
+            )
             .await?;
-        self.put_part(&input.bucket, &input.upload_id, part_number, size_bytes, &etag, body)
-            .await?;
+        self.put_part(&holder, size_bytes, &etag, body).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(ETag::Strong(etag)),
@@ -1330,7 +1417,19 @@ impl S3 for HadssS3 {
             return Err(s3_error!(EntityTooLarge, "too many chunks for one object record"));
         }
         let create_only = matches!(input.if_none_match, Some(ETagCondition::Any));
-        self.write_object_record(&input.bucket, &input.key, value, create_only)
+        // The object holds its chunks from now on (the parts' references die with them).
+        let unique: [u8; 16] = rand::random();
+        let holder = self.holder(
+            &objects_partition_key(&input.bucket),
+            &object_key(&input.bucket, &input.key),
+            unique,
+        )?;
+        let chunk_refs: Vec<ChunkRef> = ObjectRecord::decode(&value).map_err(internal).map(|m| match m.body {
+            ObjectBody::Chunks(c) => c,
+            ObjectBody::Inline(_) => Vec::new(),
+        })?;
+        self.add_refs(&chunk_refs, &holder).await?;
+        self.write_object_record(&input.bucket, &input.key, value, create_only, unique)
             .await?;
         self.forget_upload(&input.bucket, &input.key, &input.upload_id, stored.keys().copied())
             .await?;

@@ -565,7 +565,9 @@ impl Service {
             }
             AdminRequest::Forwarded(_) => AdminResponse::Error("forwarded twice".into()),
             // The node runtime serves key requests itself, before they reach a monitor.
-            AdminRequest::Keys(_) => AdminResponse::Error("key requests are served by the node".into()),
+            AdminRequest::Keys(_) | AdminRequest::Progress => {
+                AdminResponse::Error("key and progress requests are served by the node".into())
+            }
         }
     }
 }

@@ -87,7 +87,15 @@ pub enum ChunkRequest {
         /// The chunk id.
         id: [u8; 32],
     },
+    /// Which of these chunks are stored here (readable); at most `HAS_IDS_MAX`.
+    Has {
+        /// Chunk ids.
+        ids: Vec<[u8; 32]>,
+    },
 }
+
+/// Most ids one `ChunkRequest::Has` may ask about.
+pub const HAS_IDS_MAX: usize = 4096;
 
 /// An answer about chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +111,8 @@ pub enum ChunkResponse {
     NotFound,
     /// The request failed.
     Error(RemoteError),
+    /// Per asked id, whether it is stored here.
+    Have(Vec<bool>),
 }
 
 /// A request about metadata records.
@@ -261,6 +271,8 @@ pub enum AdminRequest {
     /// An access key request: served by any node with a map (monitors included), as
     /// replicated record reads and writes, without the monitor quorum.
     Keys(crate::access::KeyRequest),
+    /// This node's maintenance progress (answered by any node).
+    Progress,
 }
 
 /// What a monitor answers.
@@ -282,6 +294,8 @@ pub enum AdminResponse {
     Error(String),
     /// The answer to an access key request.
     Keys(crate::access::KeyResponse),
+    /// The last maintenance pass's report (None: none ran yet, or not a storage node).
+    Progress(Option<crate::node::runtime::MaintenanceReport>),
 }
 
 /// A monitor's view of the cluster.

@@ -48,9 +48,11 @@ use crate::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteT
 
 mod antientropy;
 mod keys;
+mod maintain;
 mod reserve;
 
 pub use antientropy::{ANTI_ENTROPY_INTERVAL_MS_DEFAULT, AntiEntropyReport};
+pub use maintain::{DOWN_OUT_MS_DEFAULT, MaintenanceConfig, MaintenanceReport};
 pub use reserve::{CreateLease, CreateRefusal};
 
 /// Commands queued to the network loop; senders wait when it is full.
@@ -186,11 +188,25 @@ pub struct NodeCounters {
     pub anti_entropy_bytes: std::sync::atomic::AtomicU64,
     /// Records anti-entropy copied (pulled here or pushed to a peer).
     pub anti_entropy_records_copied: std::sync::atomic::AtomicU64,
+    /// Maintenance passes run.
+    pub maintenance_passes: std::sync::atomic::AtomicU64,
+    /// Referenced chunks fetched by maintenance (repair, re-replication, rebalancing).
+    pub chunks_fetched: std::sync::atomic::AtomicU64,
+    /// Unreferenced chunks deleted by garbage collection.
+    pub chunks_collected: std::sync::atomic::AtomicU64,
+    /// Chunk references found dead (holder moved on) and tombstoned.
+    pub refs_dead: std::sync::atomic::AtomicU64,
+    /// Surplus chunks and records dropped after their owners confirmed their copies.
+    pub surplus_dropped: std::sync::atomic::AtomicU64,
+    /// Bytes re-read by scrubs.
+    pub scrubbed_bytes: std::sync::atomic::AtomicU64,
+    /// Corrupt chunk copies scrubs found (set aside, then restored from a replica).
+    pub scrub_corrupt: std::sync::atomic::AtomicU64,
 }
 
 impl NodeCounters {
     /// (name, help, value) of every counter, for metrics.
-    fn all(&self) -> [(&'static str, &'static str, u64); 17] {
+    fn all(&self) -> [(&'static str, &'static str, u64); 24] {
         use std::sync::atomic::Ordering::Relaxed;
         [
             (
@@ -278,6 +294,41 @@ impl NodeCounters {
                 "Records anti-entropy copied between replicas",
                 self.anti_entropy_records_copied.load(Relaxed),
             ),
+            (
+                "maintenance_passes",
+                "Maintenance passes run",
+                self.maintenance_passes.load(Relaxed),
+            ),
+            (
+                "chunks_fetched",
+                "Referenced chunks fetched by maintenance",
+                self.chunks_fetched.load(Relaxed),
+            ),
+            (
+                "chunks_collected",
+                "Unreferenced chunks deleted by garbage collection",
+                self.chunks_collected.load(Relaxed),
+            ),
+            (
+                "chunk_refs_dead",
+                "Chunk references whose holder moved on, tombstoned",
+                self.refs_dead.load(Relaxed),
+            ),
+            (
+                "surplus_copies_dropped",
+                "Surplus chunks and records dropped after the owners confirmed theirs",
+                self.surplus_dropped.load(Relaxed),
+            ),
+            (
+                "scrubbed_bytes",
+                "Bytes re-read by scrubs",
+                self.scrubbed_bytes.load(Relaxed),
+            ),
+            (
+                "scrub_corrupt_chunks",
+                "Corrupt chunk copies found by scrubs",
+                self.scrub_corrupt.load(Relaxed),
+            ),
         ]
     }
 }
@@ -315,6 +366,20 @@ struct Inner {
     monitor: std::sync::OnceLock<Arc<dyn MonitorService>>,
     /// Anti-entropy rounds started (picks each round's peer per partition).
     anti_entropy_rounds: std::sync::atomic::AtomicU64,
+    /// Since when SWIM has reported each down member down.
+    down_since: Mutex<HashMap<NodeId, Instant>>,
+    /// Set when maintenance starts; defaults apply before.
+    maintenance: std::sync::OnceLock<MaintenanceConfig>,
+    /// One maintenance pass at a time.
+    maintenance_running: tokio::sync::Mutex<()>,
+    /// What the last pass did and left.
+    maintenance_last: Mutex<Option<MaintenanceReport>>,
+    /// Starts a pass at once (a scrub found bad copies).
+    maintenance_nudge: Arc<tokio::sync::Notify>,
+    /// Chunks seen unreferenced, and since when.
+    unreferenced: Mutex<crate::storage::refs::Unreferenced>,
+    /// Clock of the chunk references this node writes.
+    ref_hlc: crate::storage::records::Hlc,
 }
 
 /// A running node. Dropping it stops the network loop (as a crash would, minus the disk).
@@ -469,6 +534,13 @@ impl Node {
             hedge_tokens_milli: std::sync::atomic::AtomicU64::new(HEDGE_TOKENS_MAX_MILLI),
             monitor: std::sync::OnceLock::new(),
             anti_entropy_rounds: std::sync::atomic::AtomicU64::new(0),
+            down_since: Mutex::new(HashMap::new()),
+            maintenance: std::sync::OnceLock::new(),
+            maintenance_running: tokio::sync::Mutex::new(()),
+            maintenance_last: Mutex::new(None),
+            maintenance_nudge: Arc::new(tokio::sync::Notify::new()),
+            unreferenced: Mutex::new(crate::storage::refs::Unreferenced::default()),
+            ref_hlc: crate::storage::records::Hlc::default(),
         });
         tokio::spawn(follow_membership(swim_events, Arc::downgrade(&inner)));
         tokio::spawn(handoff_loop(Arc::downgrade(&inner), inner.handoff_nudge.clone()));
@@ -714,6 +786,85 @@ impl Node {
     /// Reads one access key from R replicas (`None`: no such key, or deleted).
     pub async fn access_key(&self, id: &str) -> anyhow::Result<Option<crate::access::AccessKey>> {
         Ok(self.inner.read_key(id).await?.map(|(key, _)| key))
+    }
+
+    /// Starts maintenance (repair, re-replication, rebalancing, garbage collection) and
+    /// scrubbing in the background, per `config`; also sets how long a node must be down
+    /// before its partitions get another replica. Storage nodes run it; call it once.
+    pub fn start_maintenance(&self, config: MaintenanceConfig) {
+        if self.inner.maintenance.set(config).is_err() {
+            tracing::warn!("maintenance already started");
+            return;
+        }
+        if config.interval_ms > 0 {
+            tokio::spawn(maintain::maintenance_loop(
+                Arc::downgrade(&self.inner),
+                config.interval_ms,
+                self.inner.maintenance_nudge.clone(),
+            ));
+        }
+        if config.scrub_interval_ms > 0 {
+            tokio::spawn(maintain::scrub_loop(
+                Arc::downgrade(&self.inner),
+                config.scrub_interval_ms,
+                config.scrub_rate_bytes_per_s,
+            ));
+        }
+    }
+
+    /// Runs one maintenance pass now (waits for a running one first).
+    pub async fn maintenance_pass(&self) -> MaintenanceReport {
+        self.inner.clone().maintenance_pass().await
+    }
+
+    /// What the last maintenance pass did and left (None before the first).
+    pub fn maintenance_report(&self) -> Option<MaintenanceReport> {
+        *self.inner.maintenance_last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Scrubs every chunk now at `rate_bytes_per_s` (0: unlimited); returns the bad copies
+    /// it set aside (a maintenance pass then restores them).
+    pub async fn scrub(&self, rate_bytes_per_s: u64) -> Vec<ChunkId> {
+        self.inner.scrub_now(rate_bytes_per_s).await
+    }
+
+    /// The effective replicas of a partition (the first N of its preference list that are
+    /// not down longer than the down-out time).
+    pub fn effective_replicas(&self, partition: u32) -> Vec<PeerId> {
+        self.inner.view().map_or_else(Vec::new, |v| {
+            self.inner
+                .effective_replicas(&v.0, &v.1, partition)
+                .iter()
+                .filter_map(peer_of)
+                .collect()
+        })
+    }
+
+    /// Records that `holder` lists `chunk` (a quorum write in the chunk's partition), so
+    /// garbage collection keeps the chunk while the holder does. Write it before the holder.
+    pub async fn put_chunk_ref(
+        &self,
+        chunk: &ChunkId,
+        chunk_size_bytes: u32,
+        holder: &crate::storage::refs::ChunkHolder,
+    ) -> anyhow::Result<()> {
+        let Some(view) = self.inner.view() else {
+            anyhow::bail!("no cluster map yet");
+        };
+        let value = crate::storage::refs::ChunkRefValue::V1 {
+            holder: holder.clone(),
+            chunk_size_bytes,
+        };
+        let record = Record {
+            partition: partition_of_chunk(view.0.partitions, &chunk.0),
+            key: crate::storage::refs::ref_key(&chunk.0, holder),
+            version: crate::storage::records::Version {
+                hlc: self.inner.ref_hlc.now(reserve::wall_ms()),
+                unique: rand::random(),
+            },
+            value: crate::storage::records::RecordValue::Data(value.encode()),
+        };
+        self.inner.clone().coordinate_record(record).await
     }
 
     /// The partition a record key belongs to under the current map.
@@ -1581,6 +1732,12 @@ impl Inner {
                     Err(e) => ChunkResponse::Error(err(ErrorCode::Internal, e.to_string())),
                 }
             }
+            ChunkRequest::Has { ids } => {
+                if ids.len() > HAS_IDS_MAX {
+                    return ChunkResponse::Error(err(ErrorCode::BadRequest, "too many ids in one question"));
+                }
+                ChunkResponse::Have(ids.iter().map(|id| self.chunks.contains(&ChunkId(*id))).collect())
+            }
         }
     }
 
@@ -1869,6 +2026,9 @@ async fn handle_admin(inner: Arc<Inner>, peer: PeerId, request: AdminRequest) ->
     if let AdminRequest::Keys(request) = request {
         return AdminResponse::Keys(inner.handle_keys(request).await);
     }
+    if let AdminRequest::Progress = request {
+        return AdminResponse::Progress(*inner.maintenance_last.lock().unwrap_or_else(|p| p.into_inner()));
+    }
     if let Some(m) = inner.monitor.get() {
         return m.admin(peer, request).await;
     }
@@ -1966,11 +2126,22 @@ async fn follow_membership(mut events: mpsc::Receiver<swim::MembershipEvent>, in
                 bump(&inner.counters.members_down_events);
                 inner.down.write().unwrap_or_else(|p| p.into_inner()).insert(id_of(&m));
                 inner.up.write().unwrap_or_else(|p| p.into_inner()).remove(&id_of(&m));
+                inner
+                    .down_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(id_of(&m))
+                    .or_insert_with(Instant::now);
             }
             swim::MembershipEvent::Up(m) | swim::MembershipEvent::Rejoined { new: m, .. } => {
                 bump(&inner.counters.members_up_events);
                 inner.up.write().unwrap_or_else(|p| p.into_inner()).insert(id_of(&m));
                 inner.down.write().unwrap_or_else(|p| p.into_inner()).remove(&id_of(&m));
+                inner
+                    .down_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id_of(&m));
                 // It may be a replica we hold hints for.
                 inner.handoff_nudge.notify_one();
             }
@@ -2032,6 +2203,7 @@ impl crate::observe::Observable for Inner {
             "chunks": self.chunks.stats().chunks,
             "uptime_s": self.started.elapsed().as_secs(),
             "monitor": self.monitor.get().map(|m| m.health()),
+            "maintenance": *self.maintenance_last.lock().unwrap_or_else(|p| p.into_inner()),
         })
     }
 

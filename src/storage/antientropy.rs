@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use chunkstore::{MerkleNode, MerkleTree};
 use serde::{Deserialize, Serialize};
 
-use super::records::{KeyVersion, Version};
+use super::records::{KeyVersion, PARTITION_MERKLE_SHAPE, RecordStore, Version};
 
 /// Most tree nodes one question may ask the children of.
 pub const NODES_PER_ASK_MAX: usize = 4096;
@@ -79,6 +79,65 @@ pub enum AntiEntropyError {
     /// The answer does not match the question.
     #[error("unexpected anti-entropy answer: {0}")]
     Unexpected(String),
+    /// A store could not be read.
+    #[error("reading the record store: {0}")]
+    Store(String),
+}
+
+/// The outcome of [`compare_stores`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Comparison {
+    /// What to copy.
+    pub plan: Plan,
+    /// Bytes of the initiator's questions.
+    pub sent_bytes: u64,
+    /// Bytes of the peer's answers.
+    pub received_bytes: u64,
+    /// Question-answer round trips.
+    pub rounds: u32,
+}
+
+/// Runs a whole session between two stores of one process, `a` asking and `b` answering
+/// (benchmarks and tests; nodes run the same session over the network).
+pub fn compare_stores(a: &RecordStore, b: &RecordStore, partition: u32) -> Result<Comparison, AntiEntropyError> {
+    let tree = a
+        .merkle_snapshot(partition)
+        .or_else(|| MerkleTree::new(PARTITION_MERKLE_SHAPE))
+        .ok_or_else(|| AntiEntropyError::Store("bad Merkle shape".into()))?;
+    let (mut session, mut ask) = Session::new(tree);
+    let b_tree = b.merkle_snapshot(partition);
+    let mut failure: Option<String> = None;
+    loop {
+        let answer = answer(b_tree.as_ref(), PARTITION_MERKLE_SHAPE, &ask, &mut |leaves| {
+            b.leaf_items(partition, leaves, ITEMS_PER_ANSWER_MAX)
+                .unwrap_or_else(|e| {
+                    failure = Some(e.to_string());
+                    (Vec::new(), false)
+                })
+        });
+        let next = session.on_answer(answer, &mut |leaves| {
+            a.leaf_items(partition, leaves, usize::MAX).map_or_else(
+                |e| {
+                    failure = Some(e.to_string());
+                    Vec::new()
+                },
+                |(items, _)| items,
+            )
+        })?;
+        if let Some(e) = failure {
+            return Err(AntiEntropyError::Store(e));
+        }
+        match next {
+            Some(n) => ask = n,
+            None => break,
+        }
+    }
+    Ok(Comparison {
+        sent_bytes: session.sent_bytes(),
+        received_bytes: session.received_bytes(),
+        rounds: session.rounds(),
+        plan: session.into_plan(),
+    })
 }
 
 /// Where a session is.
@@ -326,7 +385,7 @@ pub fn answer(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::storage::records::{PARTITION_MERKLE_SHAPE, Record, RecordStore, RecordValue};
+    use crate::storage::records::{Record, RecordValue};
 
     const PARTITION: u32 = 7;
 
@@ -344,27 +403,8 @@ mod tests {
 
     /// Runs a session of `a` against `b` the way the node runtime does, minus the network.
     fn sync(a: &RecordStore, b: &RecordStore) -> (Plan, u64, u64, u32) {
-        let tree = a
-            .merkle_snapshot(PARTITION)
-            .unwrap_or_else(|| MerkleTree::new(PARTITION_MERKLE_SHAPE).unwrap());
-        let (mut session, mut ask) = Session::new(tree);
-        let b_tree = b.merkle_snapshot(PARTITION);
-        loop {
-            let answer = super::answer(b_tree.as_ref(), PARTITION_MERKLE_SHAPE, &ask, &mut |leaves| {
-                b.leaf_items(PARTITION, leaves, ITEMS_PER_ANSWER_MAX).unwrap()
-            });
-            let next = session
-                .on_answer(answer, &mut |leaves| {
-                    a.leaf_items(PARTITION, leaves, usize::MAX).unwrap().0
-                })
-                .unwrap();
-            match next {
-                Some(n) => ask = n,
-                None => break,
-            }
-        }
-        let (sent, received, rounds) = (session.sent_bytes(), session.received_bytes(), session.rounds());
-        (session.into_plan(), sent, received, rounds)
+        let c = compare_stores(a, b, PARTITION).unwrap();
+        (c.plan, c.sent_bytes, c.received_bytes, c.rounds)
     }
 
     fn copy(keys: &[Vec<u8>], from: &RecordStore, to: &RecordStore) {

@@ -3,10 +3,11 @@
 //! summaries), the hinted-handoff bookkeeping of fallback copies (`hints`), and the sans-IO
 //! replication coordinator (`replication`), which the node runtime and `netsim` drive, and
 //! the sans-IO Merkle anti-entropy session between two replicas of a partition
-//! (`antientropy`). The
-//! service around them (handlers over libp2p, handoff, read repair) is `crate::node`.
+//! (`antientropy`), and chunk references with the rules of chunk garbage collection
+//! (`refs`). The service around them (handlers over libp2p, handoff, read repair) is `crate::node`.
 
 pub mod antientropy;
 pub mod hints;
 pub mod records;
+pub mod refs;
 pub mod replication;

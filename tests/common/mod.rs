@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 pub mod dev;
+pub mod s3;
 
 use std::time::Duration;
 

@@ -1,12 +1,13 @@
 //! Merkle anti-entropy of record partitions between live replicas: the shell around the
 //! sans-IO `storage::antientropy` session. Each round, a node compares every partition it
-//! replicates (it is among the first N of the partition's preference list) with one other
+//! replicates (it is among the partition's effective replicas, see `maintain`) with one other
 //! live replica, taking them in turn from round to round, and copies what differs both ways:
 //! it pulls records the peer has newer and pushes those it has newer. Identical partitions
 //! cost one root exchange. Rounds run on an interval and right after a new map epoch.
 //!
-//! Chunks are not compared here yet (their stores keep the same kind of summary); neither
-//! are records rate-limited beyond one partition at a time.
+//! Chunks follow their references (records like any other, so compared here): the
+//! maintenance pass (`maintain`) fetches referenced chunks a replica lacks. Records are not
+//! rate-limited beyond one partition at a time.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
@@ -38,6 +39,8 @@ pub struct AntiEntropyReport {
     pub pulled: u64,
     /// Records sent to peers.
     pub pushed: u64,
+    /// Records the comparison found the peer lacking or older (pushed or not).
+    pub planned_push: u64,
 }
 
 /// The peer's side: answers `ask` from this store's summary and records of `partition`.
@@ -73,11 +76,13 @@ pub(super) fn answer_from(records: &RecordStore, partition: u32, ask: &Ask) -> A
 }
 
 impl Inner {
-    /// Compares one partition with one peer and copies the differences both ways.
+    /// Compares one partition with one peer and copies the differences: pushes what the
+    /// peer lacks, and with `pull` also fetches what this node lacks.
     pub(super) async fn anti_entropy_with(
         self: &Arc<Self>,
         peer: &NodeId,
         partition: u32,
+        pull: bool,
     ) -> anyhow::Result<AntiEntropyReport> {
         let records = self.records.clone();
         let tree = tokio::task::spawn_blocking(move || records.merkle_snapshot(partition))
@@ -120,7 +125,8 @@ impl Inner {
         let exchanged_bytes = session.sent_bytes() + session.received_bytes();
         let plan = session.into_plan();
         let mut pulled = 0u64;
-        for key in plan.pull {
+        let planned_push = plan.push.len() as u64;
+        for key in plan.pull.into_iter().filter(|_| pull) {
             if let Ok(MetaResponse::Record(Some(record))) =
                 self.request_meta(peer, MetaRequest::Get { partition, key }).await
                 && self.store_records_locally(vec![record], None).await.is_ok()
@@ -152,6 +158,7 @@ impl Inner {
             exchanged_bytes,
             pulled,
             pushed,
+            planned_push,
         })
     }
 
@@ -160,10 +167,9 @@ impl Inner {
         let mut report = AntiEntropyReport::default();
         let Some(view) = self.view() else { return report };
         let (map, placement) = &*view;
-        let n = usize::from(map.policy.replication);
         let round = self.anti_entropy_rounds.fetch_add(1, Relaxed) as usize;
         for partition in 0..map.partitions {
-            let replicas: Vec<NodeId> = placement.preference(partition).take(n).cloned().collect();
+            let replicas = self.effective_replicas(map, placement, partition);
             if !replicas.contains(&self.node_id) {
                 continue;
             }
@@ -175,7 +181,7 @@ impl Inner {
                 continue;
             }
             let peer = peers[round % peers.len()];
-            match self.anti_entropy_with(peer, partition).await {
+            match self.anti_entropy_with(peer, partition, true).await {
                 Ok(r) => {
                     report.sessions += 1;
                     report.exchanged_bytes += r.exchanged_bytes;

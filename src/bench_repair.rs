@@ -1,0 +1,262 @@
+//! `hadss bench repair` (part of the binary): what it costs to get back to full redundancy,
+//! next to the limits measured in the same run.
+//! - Anti-entropy: two record stores of `--records` records in one partition that differ in
+//!   d records, compared by the same sans-IO session nodes run over the network; bytes of
+//!   questions and answers and round trips per d, beside the bytes of sending every key and
+//!   version (what a comparison without a tree would cost).
+//! - Re-replication: four in-process storage nodes (N=3) hold `--data-mib` of 4 MiB chunks
+//!   with their references; one is killed; the time until every chunk has 3 copies again on
+//!   the survivors, and the copy rate after the down-out time, beside the disk's write rate
+//!   with one `fdatasync` per 4 MiB (every copy is fsync'd).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chunkstore::ChunkId;
+use hadss::cluster::{ClusterMap, MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
+use hadss::node::runtime::MaintenanceConfig;
+use hadss::node::{Node, NodeConfig};
+use hadss::storage::records::{Record, RecordStore, RecordValue, Version};
+use hadss::storage::refs::ChunkHolder;
+
+/// Options of `hadss bench repair`.
+#[derive(Debug, clap::Args)]
+pub struct RepairBench {
+    /// Records per replica in the anti-entropy measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub records: u64,
+    /// Numbers of differing records to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0, 1, 10, 100, 1000, 10000])]
+    pub differences: Vec<u64>,
+    /// MiB of chunks the four nodes hold (three copies each) before one is killed.
+    #[arg(long, default_value_t = 512)]
+    pub data_mib: u64,
+    /// Where the stores live (a temporary directory under it is removed afterwards).
+    #[arg(long, default_value = "target/bench-tmp")]
+    pub dir: std::path::PathBuf,
+}
+
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+const DOWN_OUT_MS: u64 = 1000;
+/// Longest wait for a cluster state in this benchmark.
+const WAIT_S_MAX: u64 = 600;
+
+fn record(i: u64, hlc: u64) -> Record {
+    Record {
+        partition: 0,
+        key: format!("o/bench/object-{i:08}").into_bytes(),
+        version: Version {
+            hlc,
+            unique: [(i % 251) as u8; 16],
+        },
+        value: RecordValue::Data(format!("object {i} metadata at {hlc}").into_bytes()),
+    }
+}
+
+fn anti_entropy(opts: &RepairBench, dir: &std::path::Path) -> anyhow::Result<()> {
+    let a = RecordStore::open(&dir.join("a.redb"))?;
+    let b = RecordStore::open(&dir.join("b.redb"))?;
+    const BATCH: u64 = 10_000;
+    for start in (0..opts.records).step_by(BATCH as usize) {
+        let batch: Vec<Record> = (start..(start + BATCH).min(opts.records))
+            .map(|i| record(i, 1 << 20))
+            .collect();
+        a.put(batch.clone())?;
+        b.put(batch)?;
+    }
+    // What listing every key and version would cost (key + 24-byte version + framing).
+    let full_bytes: u64 = (0..opts.records).map(|i| record(i, 0).key.len() as u64 + 26).sum();
+    println!(
+        "\n### Anti-entropy: {} records per replica, one partition\n",
+        opts.records
+    );
+    println!(
+        "| differing records | round trips | bytes exchanged | bytes per difference | vs. listing every key ({full_bytes} B) |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    let mut differences = opts.differences.clone();
+    differences.sort_unstable();
+    let mut changed = 0u64;
+    for d in differences {
+        let d = d.min(opts.records);
+        // Newer versions on b of records spread over the key space.
+        let step = (opts.records / d.max(1)).max(1);
+        let newer: Vec<Record> = (changed..d)
+            .map(|j| record((j * step + j / 7) % opts.records, 2 << 20))
+            .collect();
+        changed = changed.max(d);
+        if !newer.is_empty() {
+            b.put(newer)?;
+        }
+        let c = hadss::storage::antientropy::compare_stores(&a, &b, 0)?;
+        let found = (c.plan.pull.len() + c.plan.push.len()) as u64;
+        anyhow::ensure!(found == d, "the comparison found {found} differences, not {d}");
+        let bytes = c.sent_bytes + c.received_bytes;
+        println!(
+            "| {d} | {} | {bytes} | {} | {:.3}% |",
+            c.rounds,
+            if d == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.0}", bytes as f64 / d as f64)
+            },
+            100.0 * bytes as f64 / full_bytes as f64
+        );
+    }
+    Ok(())
+}
+
+async fn start_node(
+    dir: &std::path::Path,
+    i: usize,
+    secret: [u8; 32],
+    key: &libp2p::identity::ed25519::Keypair,
+) -> anyhow::Result<Arc<Node>> {
+    let node = Node::start(NodeConfig {
+        data_dir: dir.join(format!("node-{i}")),
+        listen: "/ip4/127.0.0.1/tcp/0".parse()?,
+        secret: libp2p::pnet::PreSharedKey::new(secret),
+        map_key: key.public(),
+        chunk_options: chunkstore::Options::default(),
+        write_timeouts: Default::default(),
+        zone: format!("z{i}"),
+        swim: hadss::config::SwimPreset::Fast.config(4),
+        role: swim::Role::Storage,
+    })
+    .await?;
+    let node = Arc::new(node);
+    node.start_maintenance(MaintenanceConfig {
+        interval_ms: 1000,
+        gc_grace_ms: 3_600_000,
+        down_out_ms: DOWN_OUT_MS,
+        copy_rate_bytes_per_s: 0,
+        scrub_interval_ms: 0,
+        scrub_rate_bytes_per_s: 0,
+    });
+    Ok(node)
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
+    while !cond() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn re_replication(opts: &RepairBench, dir: &std::path::Path) -> anyhow::Result<()> {
+    let disk = crate::bench::disk_limit(dir, CHUNK_BYTES, 1, 3)?;
+    let secret: [u8; 32] = rand::random();
+    let key = libp2p::identity::ed25519::Keypair::generate();
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        nodes.push(start_node(dir, i, secret, &key).await?);
+    }
+    let mut infos: Vec<NodeInfo> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeInfo {
+            id: NodeId(n.peer_id().to_bytes()),
+            addrs: vec![n.listen_addr().to_string()],
+            role: Role::Storage,
+            zone: format!("z{i}"),
+            weight: 100,
+            state: NodeState::In,
+        })
+        .collect();
+    infos.sort_by(|a, b| a.id.cmp(&b.id));
+    let map = ClusterMap {
+        epoch: 1,
+        nodes: infos,
+        policy: ReplicationPolicy {
+            replication: 3,
+            write_quorum: 2,
+            read_quorum: 2,
+        },
+        partitions: 64,
+    };
+    let env = MapEnvelope::sign(&map, &key)?;
+    for n in &nodes {
+        n.offer_map(env.clone()).await?;
+    }
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
+        while n.live_members().await.len() < 3 {
+            anyhow::ensure!(Instant::now() < deadline, "SWIM did not converge");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let count = (opts.data_mib * 1024 * 1024).div_ceil(CHUNK_BYTES as u64);
+    let base: Vec<u8> = (0..CHUNK_BYTES).map(|_| rand::random::<u8>()).collect();
+    let mut ids = Vec::new();
+    let started = Instant::now();
+    for i in 0..count {
+        let data = crate::bench::chunk(&base, i);
+        let id = nodes[0].put_chunk(data).await?;
+        let holder = ChunkHolder {
+            holder_partition: 0,
+            holder_key: format!("bench/{i}").into_bytes(),
+            holder_unique: rand::random(),
+        };
+        nodes[0].put_chunk_ref(&id, CHUNK_BYTES as u32, &holder).await?;
+        ids.push(id);
+    }
+    eprintln!(
+        "wrote {count} chunks ({} MiB) × 3 copies in {:.1} s",
+        opts.data_mib,
+        started.elapsed().as_secs_f64()
+    );
+    let copies = |live: &[Arc<Node>], id: &ChunkId| live.iter().filter(|n| n.chunk_store().contains(id)).count();
+    wait_for("three copies of every chunk", || {
+        ids.iter().all(|id| copies(&nodes, id) >= 3)
+    })
+    .await?;
+    // Kill the node holding the most chunks.
+    let victim = (0..nodes.len())
+        .max_by_key(|i| ids.iter().filter(|id| nodes[*i].chunk_store().contains(id)).count())
+        .unwrap_or(0);
+    let held = ids.iter().filter(|id| nodes[victim].chunk_store().contains(id)).count();
+    let victim_peer = nodes[victim].peer_id();
+    let killed = Instant::now();
+    nodes.remove(victim);
+    wait_for("every survivor to see the victim down", || {
+        nodes.iter().all(|n| n.is_down(&victim_peer))
+    })
+    .await?;
+    let detected = killed.elapsed();
+    // Each survivor starts its down-out clock when it sees the victim down.
+    let out_at = Instant::now() + Duration::from_millis(DOWN_OUT_MS);
+    wait_for("three copies again", || ids.iter().all(|id| copies(&nodes, id) >= 3)).await?;
+    let copy_s = Instant::now().saturating_duration_since(out_at).as_secs_f64().max(1e-3);
+    let fetched: u64 = nodes
+        .iter()
+        .map(|n| n.counters().chunks_fetched.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let bytes = fetched * CHUNK_BYTES as u64;
+    let rate = bytes as f64 / copy_s / (1024.0 * 1024.0);
+    println!("\n### Re-replication: 4 nodes, N=3, {count} chunks of 4 MiB, one node killed\n");
+    println!(
+        "| chunks on the killed node | chunks copied | SWIM detection | + down-out | copying | copy rate | disk write limit (fdatasync per 4 MiB) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {held} | {fetched} | {:.1} s | {:.1} s | {copy_s:.1} s | {rate:.0} MiB/s | {disk:.0} MiB/s |",
+        detected.as_secs_f64(),
+        DOWN_OUT_MS as f64 / 1000.0,
+    );
+    Ok(())
+}
+
+/// Runs the benchmark and prints Markdown tables.
+pub async fn run(opts: RepairBench) -> anyhow::Result<()> {
+    let tmp = opts.dir.join(format!("repair-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let result = async {
+        anti_entropy(&opts, &tmp)?;
+        re_replication(&opts, &tmp).await
+    }
+    .await;
+    std::fs::remove_dir_all(&tmp)?;
+    result
+}
