@@ -333,3 +333,41 @@ fn tombstone_outlives_compaction_of_its_own_segment() {
         assert!(!store.contains(id));
     }
 }
+
+#[test]
+fn emptying_the_store_returns_the_active_segment_too() {
+    // Everything written fits in the active segment; once it is mostly dead, a compaction
+    // seals it and reclaims it like any other.
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_size_bytes: 8 * 1024 * 1024,
+        chunk_size_bytes_max: 1024 * 1024,
+        ..Options::default()
+    };
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    let empty = store.stats().disk_bytes;
+    let ids: Vec<ChunkId> = (0..40u64).map(|i| store.put(&bytes(i, 64 * 1024)).unwrap().id).collect();
+    let keep = bytes(1000, 64 * 1024);
+    let kept = store.put(&keep).unwrap().id;
+    let full = store.stats();
+    assert_eq!(full.segments, 1, "one active segment holds everything: {full:?}");
+    for id in &ids {
+        assert!(store.delete(id).unwrap());
+    }
+    let report = store.compact().unwrap();
+    assert!(!report.inputs.is_empty(), "the sealed active segment is compacted: {report:?}");
+    let after = store.stats();
+    assert!(
+        after.disk_bytes < empty + (full.disk_bytes - empty) / 10,
+        "space back: empty {empty}, full {}, after {}",
+        full.disk_bytes,
+        after.disk_bytes
+    );
+    assert_eq!(&store.get(&kept).unwrap().unwrap()[..], &keep[..]);
+    drop(store);
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(&store.get(&kept).unwrap().unwrap()[..], &keep[..]);
+    for id in &ids {
+        assert!(!store.contains(id), "a deleted chunk came back");
+    }
+}
