@@ -54,16 +54,6 @@ fn record(i: u64, hlc: u64) -> Record {
 }
 
 fn anti_entropy(opts: &RepairBench, dir: &std::path::Path) -> anyhow::Result<()> {
-    let a = RecordStore::open(&dir.join("a.redb"))?;
-    let b = RecordStore::open(&dir.join("b.redb"))?;
-    const BATCH: u64 = 10_000;
-    for start in (0..opts.records).step_by(BATCH as usize) {
-        let batch: Vec<Record> = (start..(start + BATCH).min(opts.records))
-            .map(|i| record(i, 1 << 20))
-            .collect();
-        a.put(batch.clone())?;
-        b.put(batch)?;
-    }
     // What listing every key and version would cost (key + 24-byte version + framing).
     let full_bytes: u64 = (0..opts.records).map(|i| record(i, 0).key.len() as u64 + 26).sum();
     println!(
@@ -71,30 +61,44 @@ fn anti_entropy(opts: &RepairBench, dir: &std::path::Path) -> anyhow::Result<()>
         opts.records
     );
     println!(
-        "| differing records | round trips | bytes exchanged | bytes per difference | vs. listing every key ({full_bytes} B) |"
+        "| differing records | sessions to converge | round trips | bytes exchanged | bytes per difference | vs. listing every key ({full_bytes} B) |"
     );
-    println!("|---:|---:|---:|---:|---:|");
-    let mut differences = opts.differences.clone();
-    differences.sort_unstable();
-    let mut changed = 0u64;
-    for d in differences {
+    println!("|---:|---:|---:|---:|---:|---:|");
+    const BATCH: u64 = 10_000;
+    for (run, &d) in opts.differences.iter().enumerate() {
         let d = d.min(opts.records);
-        // Newer versions on b of records spread over the key space.
-        let step = (opts.records / d.max(1)).max(1);
-        let newer: Vec<Record> = (changed..d)
-            .map(|j| record((j * step + j / 7) % opts.records, 2 << 20))
-            .collect();
-        changed = changed.max(d);
-        if !newer.is_empty() {
-            b.put(newer)?;
+        let a = RecordStore::open(&dir.join(format!("a-{run}.redb")))?;
+        let b = RecordStore::open(&dir.join(format!("b-{run}.redb")))?;
+        for start in (0..opts.records).step_by(BATCH as usize) {
+            let batch: Vec<Record> = (start..(start + BATCH).min(opts.records))
+                .map(|i| record(i, 1 << 20))
+                .collect();
+            a.put(batch.clone())?;
+            b.put(batch)?;
         }
-        let c = hadss::storage::antientropy::compare_stores(&a, &b, 0)?;
-        let found = (c.plan.pull.len() + c.plan.push.len()) as u64;
-        anyhow::ensure!(found == d, "the comparison found {found} differences, not {d}");
-        let bytes = c.sent_bytes + c.received_bytes;
+        // Newer versions on b of d records spread evenly over the key space.
+        let newer: Vec<Record> = (0..d).map(|j| record(j * opts.records / d.max(1), 2 << 20)).collect();
+        b.put(newer)?;
+        // Sessions as a node runs them: compare, pull what is newer there, again until equal
+        // (one answer carries at most 50,000 items, so many differences take several).
+        let (mut sessions, mut rounds, mut bytes, mut found) = (0u64, 0u64, 0u64, 0u64);
+        loop {
+            let c = hadss::storage::antientropy::compare_stores(&a, &b, 0)?;
+            sessions += 1;
+            rounds += u64::from(c.rounds);
+            bytes += c.sent_bytes + c.received_bytes;
+            if c.plan.pull.is_empty() && c.plan.push.is_empty() {
+                break;
+            }
+            anyhow::ensure!(sessions < 16, "no convergence after {sessions} sessions");
+            found += c.plan.pull.len() as u64;
+            let pulled: Vec<Record> = c.plan.pull.iter().filter_map(|k| b.get(0, k).ok().flatten()).collect();
+            a.put(pulled)?;
+        }
+        anyhow::ensure!(found == d, "the sessions found {found} differences, not {d}");
+        anyhow::ensure!(a.merkle_root(0) == b.merkle_root(0), "replicas did not converge");
         println!(
-            "| {d} | {} | {bytes} | {} | {:.3}% |",
-            c.rounds,
+            "| {d} | {sessions} | {rounds} | {bytes} | {} | {:.3}% |",
             if d == 0 {
                 "-".to_string()
             } else {
@@ -125,6 +129,8 @@ async fn start_node(
     })
     .await?;
     let node = Arc::new(node);
+    // As `hadss storage` runs them (anti-entropy brings a new owner the references).
+    node.start_anti_entropy(hadss::node::runtime::ANTI_ENTROPY_INTERVAL_MS_DEFAULT);
     node.start_maintenance(MaintenanceConfig {
         interval_ms: 1000,
         gc_grace_ms: 3_600_000,

@@ -38,10 +38,12 @@ pub enum Ask {
         /// Their indices within the level.
         indices: Vec<u32>,
     },
-    /// The (key, version) of every record in these leaves.
+    /// The (key, version) of every record in these leaves, in key order.
     Leaves {
         /// Leaf indices.
         leaves: Vec<u32>,
+        /// Only keys after this one: the rest of a cut answer.
+        after: Option<Vec<u8>>,
     },
 }
 
@@ -108,15 +110,15 @@ pub fn compare_stores(a: &RecordStore, b: &RecordStore, partition: u32) -> Resul
     let b_tree = b.merkle_snapshot(partition);
     let mut failure: Option<String> = None;
     loop {
-        let answer = answer(b_tree.as_ref(), PARTITION_MERKLE_SHAPE, &ask, &mut |leaves| {
-            b.leaf_items(partition, leaves, ITEMS_PER_ANSWER_MAX)
+        let answer = answer(b_tree.as_ref(), PARTITION_MERKLE_SHAPE, &ask, &mut |leaves, after| {
+            b.leaf_items(partition, leaves, after, ITEMS_PER_ANSWER_MAX)
                 .unwrap_or_else(|e| {
                     failure = Some(e.to_string());
                     (Vec::new(), false)
                 })
         });
         let next = session.on_answer(answer, &mut |leaves| {
-            a.leaf_items(partition, leaves, usize::MAX).map_or_else(
+            a.leaf_items(partition, leaves, None, usize::MAX).map_or_else(
                 |e| {
                     failure = Some(e.to_string());
                     Vec::new()
@@ -145,7 +147,7 @@ pub fn compare_stores(a: &RecordStore, b: &RecordStore, partition: u32) -> Resul
 enum Stage {
     Root,
     Children { level: u32, indices: Vec<u32> },
-    Leaves { leaves: Vec<u32> },
+    Leaves { leaves: Vec<u32>, after: Option<Vec<u8>> },
     Done,
 }
 
@@ -246,10 +248,25 @@ impl Session {
                     Some(self.ask_children(level + 1, differing))
                 }
             }
-            (Stage::Leaves { leaves }, Answer::Leaves { items, complete }) => {
+            (Stage::Leaves { leaves, after }, Answer::Leaves { items, complete }) => {
+                let last = items.last().map(|(k, _)| k.clone());
+                if !complete && last.is_none() {
+                    return Err(AntiEntropyError::Unexpected(
+                        "an empty answer that says it was cut".into(),
+                    ));
+                }
                 let local = local_items(&leaves);
-                self.reconcile(&leaves, local, items, complete)?;
-                self.next_leaves()
+                self.reconcile(&leaves, local, items, complete, after.as_deref())?;
+                if complete {
+                    self.next_leaves()
+                } else {
+                    // The same leaves again, from where the answer was cut.
+                    self.stage = Stage::Leaves {
+                        leaves: leaves.clone(),
+                        after: last.clone(),
+                    };
+                    Some(Ask::Leaves { leaves, after: last })
+                }
             }
             (stage, Answer::Refused(why)) => {
                 return Err(AntiEntropyError::Unexpected(format!("refused at {stage:?}: {why}")));
@@ -292,8 +309,11 @@ impl Session {
         }
         let take = self.leaves_left.len().min(LEAVES_PER_ASK_MAX);
         let leaves: Vec<u32> = self.leaves_left.drain(..take).collect();
-        self.stage = Stage::Leaves { leaves: leaves.clone() };
-        Some(Ask::Leaves { leaves })
+        self.stage = Stage::Leaves {
+            leaves: leaves.clone(),
+            after: None,
+        };
+        Some(Ask::Leaves { leaves, after: None })
     }
 
     /// Compares the peer's items of `leaves` with this side's.
@@ -303,6 +323,7 @@ impl Session {
         local: Vec<KeyVersion>,
         remote: Vec<KeyVersion>,
         complete: bool,
+        after: Option<&[u8]>,
     ) -> Result<(), AntiEntropyError> {
         let mut remote_by_key: BTreeMap<Vec<u8>, Version> = BTreeMap::new();
         for (key, version) in remote {
@@ -310,10 +331,14 @@ impl Session {
             if !leaves.contains(&leaf) {
                 return Err(AntiEntropyError::Unexpected("an item outside the asked leaves".into()));
             }
+            if after.is_some_and(|a| key.as_slice() <= a) {
+                return Err(AntiEntropyError::Unexpected("an item before the asked start".into()));
+            }
             remote_by_key.insert(key, version);
         }
         let last_remote = remote_by_key.keys().next_back().cloned();
-        for (key, version) in &local {
+        // Only this window of keys: after the previous answer's last, up to this one's when cut.
+        for (key, version) in local.iter().filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a)) {
             match remote_by_key.remove(key) {
                 Some(theirs) if theirs > *version => self.plan.pull.push(key.clone()),
                 Some(theirs) if theirs < *version => self.plan.push.push(key.clone()),
@@ -329,7 +354,9 @@ impl Session {
 }
 
 /// Gives the items of a set of leaves in key order and whether that was all of them.
-pub type LeafItems<'a> = dyn FnMut(&[u32]) -> (Vec<KeyVersion>, bool) + 'a;
+/// Gives the items of a set of leaves after a key (all with `None`), in key order, and
+/// whether that was all of them.
+pub type LeafItems<'a> = dyn FnMut(&[u32], Option<&[u8]>) -> (Vec<KeyVersion>, bool) + 'a;
 
 /// The peer's side: answers `ask` from its `tree` of the partition; `items` gives the (key,
 /// version) items of a set of leaves in key order, at most `ITEMS_PER_ANSWER_MAX` (and
@@ -366,12 +393,12 @@ pub fn answer(
             }
             Answer::Children(out)
         }
-        Ask::Leaves { leaves } => {
+        Ask::Leaves { leaves, after } => {
             let leaf_count = tree.shape().leaf_count();
             if leaves.len() > LEAVES_PER_ASK_MAX || leaves.iter().any(|l| *l >= leaf_count) {
                 return Answer::Refused("bad leaf list".into());
             }
-            let (mut items, mut complete) = items(leaves);
+            let (mut items, mut complete) = items(leaves, after.as_deref());
             if items.len() > ITEMS_PER_ANSWER_MAX {
                 items.truncate(ITEMS_PER_ANSWER_MAX);
                 complete = false;
@@ -458,6 +485,33 @@ mod tests {
     }
 
     #[test]
+    fn differences_in_more_items_than_one_answer_carries_converge_in_one_session() {
+        // 120,000 records differing in every leaf: the differing leaves hold more items than
+        // one answer carries, so the session asks for the rest of each cut answer.
+        let dir = tempfile::tempdir().unwrap();
+        let a = RecordStore::open(&dir.path().join("a.redb")).unwrap();
+        let b = RecordStore::open(&dir.path().join("b.redb")).unwrap();
+        let all: Vec<Record> = (0..120_000).map(|i| rec(i, 1_000)).collect();
+        a.put(all.clone()).unwrap();
+        b.put(all).unwrap();
+        // Newer on b in the first third of the keys, newer on a in the last third.
+        b.put((0..3_000).map(|i| rec(i * 13, 2_000)).collect()).unwrap();
+        a.put((0..3_000).map(|i| rec(80_000 + i * 13, 2_000)).collect())
+            .unwrap();
+        let (plan, _, received, rounds) = sync(&a, &b);
+        assert_eq!(plan.pull.len(), 3_000);
+        assert_eq!(plan.push.len(), 3_000);
+        assert!(
+            rounds >= 5,
+            "root, two levels, and the leaves in at least two answers: {rounds}"
+        );
+        assert!(received < 8_000_000, "{received}");
+        copy(&plan.push, &a, &b);
+        copy(&plan.pull, &b, &a);
+        assert_eq!(a.merkle_root(PARTITION), b.merkle_root(PARTITION));
+    }
+
+    #[test]
     fn bad_answers_are_errors_not_panics() {
         let tree = MerkleTree::new(PARTITION_MERKLE_SHAPE).unwrap();
         let mut none = |_: &[u32]| Vec::new();
@@ -475,7 +529,7 @@ mod tests {
         let (mut s, _) = Session::new(tree.clone());
         assert!(s.on_answer(Answer::Refused("no".into()), &mut none).is_err());
         // The peer's side refuses out-of-range questions.
-        let mut items = |_: &[u32]| (Vec::new(), true);
+        let mut items = |_: &[u32], _: Option<&[u8]>| (Vec::new(), true);
         let shape = PARTITION_MERKLE_SHAPE;
         let too_many = Ask::Children {
             level: 0,
@@ -493,7 +547,10 @@ mod tests {
             answer(Some(&tree), shape, &out_of_range, &mut items),
             Answer::Refused(_)
         ));
-        let bad_leaf = Ask::Leaves { leaves: vec![256] };
+        let bad_leaf = Ask::Leaves {
+            leaves: vec![256],
+            after: None,
+        };
         assert!(matches!(answer(None, shape, &bad_leaf, &mut items), Answer::Refused(_)));
     }
 }

@@ -516,11 +516,12 @@ impl RecordStore {
         &self,
         partition: u32,
         leaves: &[u32],
+        after: Option<&[u8]>,
         limit: usize,
     ) -> Result<(Vec<KeyVersion>, bool), RecordError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(RECORDS).map_err(db_err)?;
-        let start = table_key(partition, &[]);
+        let start = table_key(partition, after.unwrap_or(&[]));
         let mut out = Vec::new();
         for item in table.range(start.as_slice()..).map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
@@ -528,6 +529,9 @@ impl RecordStore {
             let Some((p, key)) = split_table_key(k) else { break };
             if p != partition {
                 break;
+            }
+            if after.is_some_and(|a| key <= a) {
+                continue;
             }
             if !leaves.contains(&PARTITION_MERKLE_SHAPE.leaf_of(blake3::hash(key).as_bytes())) {
                 continue;

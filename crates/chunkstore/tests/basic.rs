@@ -346,7 +346,9 @@ fn emptying_the_store_returns_the_active_segment_too() {
     };
     let store = Store::open(dir.path(), options.clone()).unwrap();
     let empty = store.stats().disk_bytes;
-    let ids: Vec<ChunkId> = (0..40u64).map(|i| store.put(&bytes(i, 64 * 1024)).unwrap().id).collect();
+    let ids: Vec<ChunkId> = (0..40u64)
+        .map(|i| store.put(&bytes(i, 64 * 1024)).unwrap().id)
+        .collect();
     let keep = bytes(1000, 64 * 1024);
     let kept = store.put(&keep).unwrap().id;
     let full = store.stats();
@@ -355,7 +357,10 @@ fn emptying_the_store_returns_the_active_segment_too() {
         assert!(store.delete(id).unwrap());
     }
     let report = store.compact().unwrap();
-    assert!(!report.inputs.is_empty(), "the sealed active segment is compacted: {report:?}");
+    assert!(
+        !report.inputs.is_empty(),
+        "the sealed active segment is compacted: {report:?}"
+    );
     let after = store.stats();
     assert!(
         after.disk_bytes < empty + (full.disk_bytes - empty) / 10,

@@ -51,7 +51,7 @@ pub(super) fn answer_from(records: &RecordStore, partition: u32, ask: &Ask) -> A
         tree.as_ref(),
         PARTITION_MERKLE_SHAPE,
         ask,
-        &mut |leaves| match records.leaf_items(partition, leaves, ITEMS_PER_ANSWER_MAX) {
+        &mut |leaves, after| match records.leaf_items(partition, leaves, after, ITEMS_PER_ANSWER_MAX) {
             Ok((mut items, mut complete)) => {
                 let mut size_bytes = 0usize;
                 if let Some(cut) = items.iter().position(|(k, _)| {
@@ -107,10 +107,10 @@ impl Inner {
             };
             // This side's items of the asked leaves, read off the async threads.
             let mut local = match &ask {
-                Ask::Leaves { leaves } => {
+                Ask::Leaves { leaves, .. } => {
                     let (records, leaves) = (self.records.clone(), leaves.clone());
                     Some(
-                        tokio::task::spawn_blocking(move || records.leaf_items(partition, &leaves, usize::MAX))
+                        tokio::task::spawn_blocking(move || records.leaf_items(partition, &leaves, None, usize::MAX))
                             .await??
                             .0,
                     )
@@ -204,22 +204,27 @@ impl Inner {
         if report.pulled + report.pushed > 0 {
             tracing::info!(?report, "anti-entropy copied records");
         }
+        if report.pulled > 0 {
+            // New records may be chunk references this node must fetch the chunks of.
+            self.maintenance_nudge.notify_one();
+        }
         report
     }
 }
 
-/// Runs rounds every `interval_ms`, and soon after the map epoch changes.
+/// Runs rounds every `interval_ms`, and soon after the map epoch changes or a node goes out
+/// (either gives partitions new effective replicas, which need their records).
 pub(super) async fn anti_entropy_loop(inner: Weak<Inner>, interval_ms: u64) {
-    let mut last_epoch = 0u64;
+    let mut last = (0u64, Vec::new());
     let mut since_round_ms = 0u64;
     const TICK_MS: u64 = 1000;
     loop {
         tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
         let Some(inner) = inner.upgrade() else { return };
         since_round_ms += TICK_MS;
-        let epoch = inner.view().map_or(0, |v| v.0.epoch);
-        if since_round_ms >= interval_ms || epoch != last_epoch {
-            last_epoch = epoch;
+        let now = (inner.view().map_or(0, |v| v.0.epoch), inner.out_nodes());
+        if since_round_ms >= interval_ms || now != last {
+            last = now;
             since_round_ms = 0;
             inner.anti_entropy_round().await;
         }

@@ -31,6 +31,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use chunkstore::ChunkId;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::reserve::wall_ms;
@@ -78,6 +79,8 @@ pub const DOWN_OUT_MS_DEFAULT: u64 = 600_000;
 const REF_PAGE_RECORDS: usize = 1000;
 /// Holders remembered per pass (each a quorum read); beyond it references wait a pass.
 const HOLDER_CHECKS_PER_PASS_MAX: usize = 100_000;
+/// Chunks one pass fetches at once.
+const FETCHES_IN_FLIGHT_MAX: usize = 4;
 /// Compactions one pass runs at most (each rewrites up to a segment of live data).
 const COMPACTIONS_PER_PASS_MAX: usize = 16;
 /// References of one chunk read when confirming it is unreferenced.
@@ -174,6 +177,21 @@ impl Inner {
                 .is_some_and(|since| since.elapsed() >= Duration::from_millis(out_ms))
     }
 
+    /// The members SWIM has reported down for longer than `down_out_ms`, sorted: when this
+    /// changes, partitions have new effective replicas.
+    pub(super) fn out_nodes(&self) -> Vec<NodeId> {
+        let down: Vec<NodeId> = self
+            .down_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut out: Vec<NodeId> = down.into_iter().filter(|n| self.is_out(n)).collect();
+        out.sort();
+        out
+    }
+
     /// The partition's effective replicas: the first N of its preference list not out.
     pub(super) fn effective_replicas(&self, map: &ClusterMap, placement: &Placement, partition: u32) -> Vec<NodeId> {
         placement
@@ -250,30 +268,42 @@ impl Inner {
             for r in &live {
                 referenced.insert(r.chunk);
             }
-            // Fetch what is referenced but not here (one chunk may have several references).
+            // Fetch what is referenced but not here (one chunk may have several references),
+            // a few at a time: each is a network read and an fsync'd write.
             let mut asked: HashSet<[u8; 32]> = HashSet::new();
-            for r in &live {
-                let id = ChunkId(r.chunk);
-                if self.chunks.contains(&id) || !asked.insert(r.chunk) {
-                    continue;
-                }
-                match self.clone().get_chunk(id).await {
-                    Ok(Some(bytes)) => {
-                        let size = bytes.len() as u64;
-                        if self.store_chunk_locally(id, Arc::new(bytes)).await.is_ok() {
-                            report.chunks_fetched += 1;
-                            report.fetched_bytes += size;
-                            pace.spend(size).await;
-                            continue;
+            let missing: Vec<(ChunkId, u32)> = live
+                .iter()
+                .filter(|r| !self.chunks.contains(&ChunkId(r.chunk)) && asked.insert(r.chunk))
+                .map(|r| (ChunkId(r.chunk), r.chunk_size_bytes))
+                .collect();
+            let mut fetches = futures::stream::iter(missing.into_iter().map(|(id, size)| {
+                let this = self.clone();
+                async move {
+                    let stored = match this.clone().get_chunk(id).await {
+                        Ok(Some(bytes)) => {
+                            let len = bytes.len() as u64;
+                            this.store_chunk_locally(id, Arc::new(bytes))
+                                .await
+                                .is_ok()
+                                .then_some(len)
                         }
+                        _ => None,
+                    };
+                    (stored, u64::from(size))
+                }
+            }))
+            .buffer_unordered(FETCHES_IN_FLIGHT_MAX);
+            while let Some((stored, size)) = fetches.next().await {
+                match stored {
+                    Some(len) => {
+                        report.chunks_fetched += 1;
+                        report.fetched_bytes += len;
+                        pace.spend(len).await;
+                    }
+                    None => {
                         missing_here = true;
                         report.chunks_missing += 1;
                         report.bytes_left += size;
-                    }
-                    _ => {
-                        missing_here = true;
-                        report.chunks_missing += 1;
-                        report.bytes_left += u64::from(r.chunk_size_bytes);
                     }
                 }
             }
@@ -640,9 +670,10 @@ impl Inner {
     }
 }
 
-/// Runs passes every `interval_ms`, soon after a new epoch, and when a scrub asks.
+/// Runs passes every `interval_ms`, soon after a new epoch or a node going out, and when a
+/// scrub asks.
 pub(super) async fn maintenance_loop(inner: Weak<Inner>, interval_ms: u64, nudge: Arc<tokio::sync::Notify>) {
-    let mut last_epoch = 0u64;
+    let mut last = (0u64, Vec::new());
     let mut since_pass_ms = 0u64;
     const TICK_MS: u64 = 1000;
     loop {
@@ -651,9 +682,9 @@ pub(super) async fn maintenance_loop(inner: Weak<Inner>, interval_ms: u64, nudge
             .is_ok();
         let Some(inner) = inner.upgrade() else { return };
         since_pass_ms += TICK_MS;
-        let epoch = inner.view().map_or(0, |v| v.0.epoch);
-        if nudged || since_pass_ms >= interval_ms || epoch != last_epoch {
-            last_epoch = epoch;
+        let now = (inner.view().map_or(0, |v| v.0.epoch), inner.out_nodes());
+        if nudged || since_pass_ms >= interval_ms || now != last {
+            last = now;
             since_pass_ms = 0;
             inner.maintenance_pass().await;
         }
