@@ -200,8 +200,14 @@ async fn monitors_publish_and_the_data_path_survives_their_loss() {
     let (ok, text) = admin(&cluster, &monitor_addrs, &["status"], 10);
     assert!(ok && text.contains(&format!("epoch {epoch}")), "{text}");
     // Status also asks each storage node for its maintenance progress.
-    assert!(text.contains("data movement:") && text.contains("of 4 storage nodes reported"), "{text}");
-    assert!(!text.contains("unreachable"), "every storage node answers its progress: {text}");
+    assert!(
+        text.contains("data movement:") && text.contains("of 4 storage nodes reported"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("unreachable"),
+        "every storage node answers its progress: {text}"
+    );
     // Each monitor reports its Raft state in /metrics and /health; exactly one leads.
     let mut leaders = 0;
     for &m in &monitors {
