@@ -281,9 +281,20 @@ impl MapStore {
     }
 
     /// Accepts `env` if it verifies and is newer; persists it durably before returning.
+    /// Offering the very envelope already held is a redelivery, not an error (gossip may
+    /// bring a map before its publisher gets to offer it directly).
     pub fn offer(&mut self, env: MapEnvelope) -> Result<&ClusterMap, MapError> {
         let map = env.open(&self.key)?;
         let held = self.epoch();
+        let redelivery = matches!(&self.current, Some((_, held_env)) if *held_env == env);
+        if redelivery {
+            debug_assert_eq!(map.epoch, held);
+            return self
+                .current
+                .as_ref()
+                .map(|(held_map, _)| held_map)
+                .ok_or(MapError::Invalid("held map vanished"));
+        }
         if self.current.is_some() && map.epoch <= held {
             return Err(MapError::Stale {
                 offered: map.epoch,
@@ -337,7 +348,14 @@ mod tests {
         assert_eq!(store.epoch(), 0);
         let m1 = MapEnvelope::sign(&map(1), &key).expect("sign");
         store.offer(m1.clone()).expect("first map");
-        assert!(matches!(store.offer(m1), Err(MapError::Stale { .. })));
+        store.offer(m1.clone()).expect("the same envelope again is a redelivery");
+        let mut rival = map(1);
+        rival.partitions += 1;
+        let rival = MapEnvelope::sign(&rival, &key).expect("sign");
+        assert!(
+            matches!(store.offer(rival), Err(MapError::Stale { .. })),
+            "another map under a held epoch is stale"
+        );
         let forged = MapEnvelope::sign(&map(9), &other).expect("sign");
         assert!(matches!(store.offer(forged), Err(MapError::BadSignature)));
         store

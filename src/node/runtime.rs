@@ -894,7 +894,13 @@ impl Inner {
             let _ = self.swim.publish_epoch(epoch, digest).await;
         }
         let placement = Placement::new(&map);
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new((map, placement)));
+        {
+            // Two offers may race past the store; the view never goes back an epoch.
+            let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+            if view.as_ref().is_none_or(|v| v.0.epoch <= epoch) {
+                *view = Some(Arc::new((map, placement)));
+            }
+        }
         tracing::info!(epoch, "accepted cluster map");
         Ok(epoch)
     }
