@@ -348,7 +348,9 @@ mod tests {
         assert_eq!(store.epoch(), 0);
         let m1 = MapEnvelope::sign(&map(1), &key).expect("sign");
         store.offer(m1.clone()).expect("first map");
-        store.offer(m1.clone()).expect("the same envelope again is a redelivery");
+        store
+            .offer(m1.clone())
+            .expect("the same envelope again is a redelivery");
         let mut rival = map(1);
         rival.partitions += 1;
         let rival = MapEnvelope::sign(&rival, &key).expect("sign");
