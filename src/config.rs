@@ -88,6 +88,10 @@ pub struct StorageConfig {
     /// MiB per second a scrub re-reads. Default 32.
     #[serde(default)]
     pub scrub_rate_mib_s: Option<u64>,
+    /// Test only: the fault file of netsim's fault layer (`crate::net::fault`: partitions,
+    /// delay, loss, clock skew). Never set in production.
+    #[serde(default)]
+    pub fault_file: Option<PathBuf>,
 }
 
 /// `hadss monitor --config FILE`.
@@ -138,6 +142,10 @@ pub struct MonitorFileConfig {
     /// Shortest Raft election timeout (the longest is twice this).
     #[serde(default)]
     pub raft_election_timeout_ms: Option<u64>,
+    /// Test only: the fault file of netsim's fault layer (`crate::net::fault`: partitions,
+    /// delay, loss, clock skew). Never set in production.
+    #[serde(default)]
+    pub fault_file: Option<PathBuf>,
 }
 
 fn default_replication() -> u8 {
@@ -190,6 +198,10 @@ pub struct GatewayConfig {
     pub access_key: String,
     /// File holding its secret key (one line).
     pub secret_key_file: PathBuf,
+    /// Test only: the fault file of netsim's fault layer (`crate::net::fault`: partitions,
+    /// delay, loss, clock skew). Never set in production.
+    #[serde(default)]
+    pub fault_file: Option<PathBuf>,
 }
 
 fn default_region() -> String {

@@ -198,6 +198,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
     let cfg = StorageConfig::load(config_path)?;
+    if let Some(file) = &cfg.fault_file {
+        hadss::net::fault::install(file)?;
+    }
     let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
     let map_key = hadss::cluster::keys::load_map_public_key(&cfg.map_public_key_file)?;
     let mut chunk_options = chunkstore::Options::default();
@@ -246,6 +249,9 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
 
 async fn run_monitor(config_path: &Path) -> anyhow::Result<()> {
     let cfg = hadss::config::MonitorFileConfig::load(config_path)?;
+    if let Some(file) = &cfg.fault_file {
+        hadss::net::fault::install(file)?;
+    }
     let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
     let map_key = hadss::cluster::keys::load_map_keypair(&cfg.map_key_file)?;
     let initial_monitors = cfg
@@ -331,6 +337,9 @@ fn bootstrap_peers(bootstrap: &[String]) -> Vec<(PeerId, Multiaddr)> {
 
 async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     let cfg = hadss::config::GatewayConfig::load(config_path)?;
+    if let Some(file) = &cfg.fault_file {
+        hadss::net::fault::install(file)?;
+    }
     let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
     let map_key = hadss::cluster::keys::load_map_public_key(&cfg.map_public_key_file)?;
     let secret_key = std::fs::read_to_string(&cfg.secret_key_file)
@@ -362,6 +371,7 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("listening on {}", cfg.s3_listen))?;
+    write_node_file(&node, &cfg.data_dir, "gateway", &http)?;
     println!(
         "gateway {}: S3 on http://{}, health and metrics on http://{}, map epoch {}",
         node.peer_id(),

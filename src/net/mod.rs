@@ -1,9 +1,11 @@
 //! The network layer: node identity and cluster secret files (`identity`), the private
 //! libp2p transport (`transport`: TCP + pnet + Noise + Yamux) and the length-prefixed postcard
 //! codec with per-protocol size limits (`codec`). The node's behaviours (SWIM, chunk, record,
-//! map and admin protocols) are built on these as the node runtime lands.
+//! map and admin protocols) are built on these as the node runtime lands. `fault` is the
+//! test-only fault layer netsim drives (partitions, delay, loss, clock skew).
 
 pub mod codec;
+pub mod fault;
 pub mod identity;
 pub mod transport;
 
@@ -32,4 +34,7 @@ pub enum NetError {
     /// The transport could not be built.
     #[error("building the libp2p transport: {0}")]
     Transport(String),
+    /// The fault file (netsim's fault layer, `fault`) is malformed or unreadable.
+    #[error("{0}")]
+    FaultFile(String),
 }

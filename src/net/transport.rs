@@ -1,6 +1,7 @@
 //! The libp2p transport of every HADSS node: TCP, then the private-network handshake keyed
 //! by the cluster secret (`pnet`), then Noise (authenticates the peer's ed25519 key, so the
-//! remote `PeerId` is proven), then Yamux streams. A peer without the secret fails the pnet
+//! remote `PeerId` is proven), then Yamux streams, each passed through the fault layer
+//! (`super::fault`, a no-op unless netsim turned it on). A peer without the secret fails the pnet
 //! handshake and never reaches Noise. QUIC is left out: pnet cannot wrap it.
 //!
 //! Dials never reuse the listening port ([`FreshPorts`]): when two nodes dial each other at
@@ -22,6 +23,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{Swarm, SwarmBuilder, Transport, noise, tcp, yamux};
 
 use super::NetError;
+use super::fault::FaultyMuxer;
 
 /// Time allowed for the whole connection upgrade (pnet + noise + yamux).
 pub const UPGRADE_TIMEOUT_MS: u64 = 10_000;
@@ -45,7 +47,8 @@ where
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex(yamux::Config::default())
-                    .timeout(Duration::from_millis(UPGRADE_TIMEOUT_MS)),
+                    .timeout(Duration::from_millis(UPGRADE_TIMEOUT_MS))
+                    .map(|(peer, muxer), _| (peer, FaultyMuxer::new(muxer, peer))),
             )
         })
         .map_err(|e| NetError::Transport(e.to_string()))?

@@ -10,7 +10,6 @@
 //! not release (a crash) expires after `CREATE_RESERVATION_TTL_MS`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Inner;
 use crate::cluster::NodeId;
@@ -22,9 +21,7 @@ pub const CREATE_RESERVATION_TTL_MS: u32 = 30_000;
 
 /// Wall-clock time, ms since the Unix epoch.
 pub(super) fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::net::fault::wall_clock_ms()
 }
 
 /// A majority's reservation of one key.
