@@ -58,6 +58,8 @@ const DELETE_OBJECTS_MAX: usize = 1000;
 const CREATE_RETRIES_MAX: usize = 5;
 /// Longest pause before such a retry (each is random below it).
 const CREATE_RETRY_DELAY_MS_MAX: u64 = 40;
+/// Most times a record write is redone after a replica turned out to hold a newer version.
+const RECORD_REWRITES_MAX: usize = 4;
 
 /// The gateway's S3 service.
 pub struct HadssS3 {
@@ -82,10 +84,9 @@ impl HadssS3 {
         }
     }
 
+    /// The wall clock (skewed only by netsim's fault layer).
     fn now_ms() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+        crate::net::fault::wall_clock_ms()
     }
 
     fn version_with(&self, unique: [u8; 16]) -> Version {
@@ -151,13 +152,51 @@ impl HadssS3 {
         value: RecordValue,
         unique: [u8; 16],
     ) -> S3Result<()> {
-        let record = Record {
-            partition: self.partition(partition_key)?,
+        let partition = self.partition(partition_key)?;
+        self.write_versioned(partition, key, value, unique).await
+    }
+
+    /// Writes a record at a fresh version made with `unique`, again at a later one while a
+    /// replica turns out to hold a newer version.
+    async fn write_versioned(
+        &self,
+        partition: u32,
+        key: Vec<u8>,
+        value: RecordValue,
+        unique: [u8; 16],
+    ) -> S3Result<()> {
+        let mut record = Record {
+            partition,
             key,
             version: self.version_with(unique),
             value,
         };
-        self.node.put_record(record).await.map_err(unavailable)
+        // Last-writer-wins by version: if a replica already holds a later one (written
+        // through a gateway whose clock is ahead of ours), learn it and write again after
+        // it, so an acknowledged write is always the one readers see.
+        for _ in 0..RECORD_REWRITES_MAX {
+            match self
+                .node
+                .put_record_checked(record.clone())
+                .await
+                .map_err(unavailable)?
+            {
+                crate::node::RecordWrite::Written => return Ok(()),
+                crate::node::RecordWrite::Superseded => {}
+            }
+            if let Ok(Some(held)) = self.node.get_record(partition, &record.key).await {
+                self.hlc.observe(held.version.hlc);
+            }
+            record.version = self.version_with(unique);
+            tracing::debug!(
+                hlc = record.version.hlc,
+                "a replica held a newer version; writing again after it"
+            );
+        }
+        Err(s3_error!(
+            ServiceUnavailable,
+            "the record kept being superseded by newer versions; retry"
+        ))
     }
 
     /// Writes an object record, create-only when `create_only` (`If-None-Match: *`): the
@@ -408,13 +447,13 @@ impl HadssS3 {
             last_modified_ms: Self::now_ms(),
             chunks,
         };
-        let record = Record {
-            partition: holder.holder_partition,
-            key: holder.holder_key.clone(),
-            version: self.version_with(holder.holder_unique),
-            value: RecordValue::Data(PartRecord::V1(meta).encode()),
-        };
-        self.node.put_record(record).await.map_err(unavailable)
+        self.write_versioned(
+            holder.holder_partition,
+            holder.holder_key.clone(),
+            RecordValue::Data(PartRecord::V1(meta).encode()),
+            holder.holder_unique,
+        )
+        .await
     }
 
     /// Every stored part of an upload, by number.

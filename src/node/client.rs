@@ -12,7 +12,8 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 
 use super::protocol::{
-    ADMIN_LIMITS, ADMIN_PROTOCOL, AdminRequest, AdminResponse, MAP_LIMITS, MAP_PROTOCOL, MapRequest, MapResponse,
+    ADMIN_LIMITS, ADMIN_PROTOCOL, AdminRequest, AdminResponse, MAP_LIMITS, MAP_PROTOCOL, META_LIMITS, META_PROTOCOL,
+    MapRequest, MapResponse, MetaRequest, MetaResponse,
 };
 use crate::net::codec::PostcardCodec;
 use crate::net::transport::build_swarm;
@@ -41,6 +42,63 @@ pub async fn admin_request(
     request: AdminRequest,
 ) -> anyhow::Result<AdminResponse> {
     one_off(secret, addr, ADMIN_PROTOCOL, ADMIN_LIMITS, request).await
+}
+
+/// Sends metadata requests (record reads, anti-entropy questions) to several nodes at once
+/// from one throwaway identity; answers in the order asked. Each address must end in
+/// `/p2p/<peer id>`; the whole batch gets `ONE_OFF_TIMEOUT_MS`.
+pub async fn meta_requests(
+    secret: PreSharedKey,
+    requests: Vec<(Multiaddr, MetaRequest)>,
+) -> anyhow::Result<Vec<anyhow::Result<MetaResponse>>> {
+    let mut swarm = build_swarm(Keypair::generate_ed25519(), secret, |_| {
+        request_response::Behaviour::<PostcardCodec<MetaRequest, MetaResponse>>::with_codec(
+            PostcardCodec::new(META_LIMITS),
+            [(META_PROTOCOL, ProtocolSupport::Outbound)],
+            request_response::Config::default().with_request_timeout(Duration::from_millis(ONE_OFF_TIMEOUT_MS)),
+        )
+    })?;
+    let mut answers: Vec<Option<anyhow::Result<MetaResponse>>> = Vec::with_capacity(requests.len());
+    let mut pending = std::collections::HashMap::new();
+    for (i, (addr, request)) in requests.into_iter().enumerate() {
+        answers.push(None);
+        let Some((peer, dial)) = split_peer_addr(&addr) else {
+            answers[i] = Some(Err(anyhow::anyhow!("{addr} does not end in /p2p/<peer id>")));
+            continue;
+        };
+        swarm.add_peer_address(peer, dial);
+        pending.insert(swarm.behaviour_mut().send_request(&peer, request), i);
+    }
+    let run = async {
+        while !pending.is_empty() {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, response },
+                    ..
+                }) => {
+                    if let Some(i) = pending.remove(&request_id) {
+                        answers[i] = Some(Ok(response));
+                    }
+                }
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    request_id,
+                    error,
+                    peer,
+                    ..
+                }) => {
+                    if let Some(i) = pending.remove(&request_id) {
+                        answers[i] = Some(Err(anyhow::anyhow!("request to {peer} failed: {error}")));
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(ONE_OFF_TIMEOUT_MS), run).await;
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(anyhow::anyhow!("no answer within {ONE_OFF_TIMEOUT_MS} ms"))))
+        .collect())
 }
 
 /// One request of one protocol to one node, from a throwaway identity.

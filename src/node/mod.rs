@@ -5,4 +5,4 @@ pub mod client;
 pub mod protocol;
 pub mod runtime;
 
-pub use runtime::{Node, NodeConfig};
+pub use runtime::{Node, NodeConfig, RecordWrite};

@@ -109,6 +109,16 @@ pub struct NodeConfig {
     pub role: swim::Role,
 }
 
+/// How an acknowledged record write fared against what the replicas held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordWrite {
+    /// Every acknowledging replica applied it (or the write was acknowledged before a
+    /// replica said otherwise).
+    Written,
+    /// A replica held a newer version (or this very one), which last-writer-wins kept.
+    Superseded,
+}
+
 /// What a monitor plugs into its node: the node runtime carries Raft frames and admin
 /// requests, the monitor (`crate::monitor`) answers them. Both get the libp2p-authenticated
 /// sender.
@@ -182,6 +192,8 @@ pub struct NodeCounters {
     pub members_down_events: std::sync::atomic::AtomicU64,
     /// Chunk reads that asked a second replica because the first was slow.
     pub hedged_chunk_reads: std::sync::atomic::AtomicU64,
+    /// Record reads that asked one more replica because one was slow.
+    pub hedged_record_reads: std::sync::atomic::AtomicU64,
     /// Anti-entropy comparisons of a partition with a peer.
     pub anti_entropy_sessions: std::sync::atomic::AtomicU64,
     /// Bytes of anti-entropy questions and answers (records copied not included).
@@ -206,7 +218,7 @@ pub struct NodeCounters {
 
 impl NodeCounters {
     /// (name, help, value) of every counter, for metrics.
-    fn all(&self) -> [(&'static str, &'static str, u64); 24] {
+    fn all(&self) -> [(&'static str, &'static str, u64); 25] {
         use std::sync::atomic::Ordering::Relaxed;
         [
             (
@@ -278,6 +290,11 @@ impl NodeCounters {
                 "hedged_chunk_reads",
                 "Chunk reads that also asked the next replica because one was slow",
                 self.hedged_chunk_reads.load(Relaxed),
+            ),
+            (
+                "hedged_record_reads",
+                "Record reads that also asked one more replica because one was slow",
+                self.hedged_record_reads.load(Relaxed),
             ),
             (
                 "anti_entropy_sessions",
@@ -646,6 +663,13 @@ impl Node {
 
     /// Writes records to W replicas of their partitions (one coordinated write per record).
     pub async fn put_record(&self, record: Record) -> anyhow::Result<()> {
+        self.inner.clone().coordinate_record(record).await.map(|_| ())
+    }
+
+    /// `put_record` that also says whether a replica already held a newer version of the
+    /// record (last-writer-wins kept that one: the write is acknowledged but not visible).
+    /// A writer whose clock is behind learns so here and writes again with a later version.
+    pub async fn put_record_checked(&self, record: Record) -> anyhow::Result<RecordWrite> {
         self.inner.clone().coordinate_record(record).await
     }
 
@@ -864,7 +888,7 @@ impl Node {
             },
             value: crate::storage::records::RecordValue::Data(value.encode()),
         };
-        self.inner.clone().coordinate_record(record).await
+        self.inner.clone().coordinate_record(record).await.map(|_| ())
     }
 
     /// The partition a record key belongs to under the current map.
@@ -1240,6 +1264,19 @@ impl Inner {
     {
         let (out_tx, out_rx) = oneshot::channel();
         let this = self.clone();
+        if crate::net::fault::ack_before_replication() {
+            // netsim's deliberately broken mode (see `net::fault`): acknowledged before any
+            // copy exists, replicated later; lost if this node dies in between.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(crate::net::fault::BROKEN_REPLICATION_DELAY_MS)).await;
+                let (tx, _rx) = oneshot::channel();
+                this.drive_write(preference, (n, w), payload_size_bytes, send, tx).await
+            });
+            return Outcome::Acked {
+                durable_on: Vec::new(),
+                hints: Vec::new(),
+            };
+        }
         tokio::spawn(async move {
             this.drive_write(preference, (n, w), payload_size_bytes, send, out_tx)
                 .await
@@ -1490,7 +1527,7 @@ impl Inner {
         }
     }
 
-    async fn coordinate_record(self: Arc<Self>, record: Record) -> anyhow::Result<()> {
+    async fn coordinate_record(self: Arc<Self>, record: Record) -> anyhow::Result<RecordWrite> {
         let Some(view) = self.view() else {
             anyhow::bail!("no cluster map yet");
         };
@@ -1507,23 +1544,32 @@ impl Inner {
             crate::storage::records::RecordValue::Tombstone => record.key.len() as u64,
         };
         let record = Arc::new(record);
+        // Set by any copy that was not applied because its target holds a newer version.
+        let superseded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen_newer = superseded.clone();
         let outcome = self
             .replicate(preference, (n, w), payload_size_bytes, move |to, hint_for| {
                 let this = this.clone();
                 let record = record.clone();
                 let me = me.clone();
+                let seen_newer = seen_newer.clone();
                 async move {
-                    if to == me {
-                        this.store_records_locally(vec![(*record).clone()], hint_for)
-                            .await
-                            .is_ok()
+                    let applied = if to == me {
+                        this.store_records_locally(vec![(*record).clone()], hint_for).await.ok()
                     } else {
                         let req = MetaRequest::Put {
                             records: vec![(*record).clone()],
                             hint_for: hint_for.map(|h| h.0),
                         };
-                        matches!(this.request_meta(&to, req).await, Ok(MetaResponse::Applied(_)))
+                        match this.request_meta(&to, req).await {
+                            Ok(MetaResponse::Applied(applied)) => Some(applied),
+                            _ => None,
+                        }
+                    };
+                    if applied.as_ref().is_some_and(|a| a.contains(&false)) {
+                        seen_newer.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
+                    applied.is_some()
                 }
             })
             .await;
@@ -1532,7 +1578,10 @@ impl Inner {
             Outcome::Failed { .. } => &self.counters.writes_failed,
         });
         match outcome {
-            Outcome::Acked { .. } => Ok(()),
+            Outcome::Acked { .. } if superseded.load(std::sync::atomic::Ordering::Relaxed) => {
+                Ok(RecordWrite::Superseded)
+            }
+            Outcome::Acked { .. } => Ok(RecordWrite::Written),
             Outcome::Failed {
                 durable_acks, needed, ..
             } => {
@@ -1547,38 +1596,17 @@ impl Inner {
         };
         let (map, placement) = &*view;
         let r = usize::from(map.policy.read_quorum);
-        let mut answers: Vec<(NodeId, Option<Record>)> = Vec::new();
-        // Ask the first R in parallel; each one that cannot answer brings in the next.
         let preference: Vec<NodeId> = placement.preference(partition).cloned().collect();
-        let ask = |node: NodeId| {
-            let this = self.clone();
-            let key = key.clone();
-            async move {
-                let answer = this.read_record_at(&node, partition, key).await;
-                (node, answer)
-            }
-        };
-        let mut next = 0;
-        let mut asking = futures::stream::FuturesUnordered::new();
-        while next < preference.len() && asking.len() < r {
-            asking.push(ask(preference[next].clone()));
-            next += 1;
-        }
-        while let Some((node, answer)) = asking.next().await {
-            match answer {
-                Some(a) => {
-                    answers.push((node, a));
-                    if answers.len() >= r {
-                        break;
-                    }
+        let answers: Vec<(NodeId, Option<Record>)> = self
+            .quorum_read(preference, r, |node: NodeId| {
+                let this = self.clone();
+                let key = key.clone();
+                async move {
+                    let answer = this.read_record_at(&node, partition, key).await;
+                    (node, answer)
                 }
-                None if next < preference.len() => {
-                    asking.push(ask(preference[next].clone()));
-                    next += 1;
-                }
-                None => {}
-            }
-        }
+            })
+            .await;
         if answers.len() < r {
             anyhow::bail!("read quorum not reached: {} of {r} replicas answered", answers.len());
         }
@@ -1599,6 +1627,58 @@ impl Inner {
             }
         }
         Ok(newest)
+    }
+
+    /// Asks the first `r` nodes of `preference` in parallel (members SWIM reports down
+    /// last; stable otherwise); each one that cannot answer brings in the next, and so does
+    /// one still silent after `HEDGED_READ_DELAY_MS` (a partitioned or paused replica
+    /// stalls rather than fails), while hedge tokens last. Returns the first `r` answers
+    /// (fewer if the list ran out).
+    async fn quorum_read<T, F, Fut>(&self, mut preference: Vec<NodeId>, r: usize, ask: F) -> Vec<(NodeId, T)>
+    where
+        F: Fn(NodeId) -> Fut,
+        Fut: std::future::Future<Output = (NodeId, Option<T>)>,
+    {
+        preference.sort_by_key(|n| !self.is_alive(n));
+        self.earn_hedge_token();
+        let mut answers = Vec::new();
+        let mut next = 0;
+        let mut asking = futures::stream::FuturesUnordered::new();
+        while next < preference.len() && asking.len() < r {
+            asking.push(ask(preference[next].clone()));
+            next += 1;
+        }
+        let hedge = tokio::time::sleep(Duration::from_millis(HEDGED_READ_DELAY_MS));
+        tokio::pin!(hedge);
+        loop {
+            let (node, answer) = tokio::select! {
+                Some(done) = asking.next() => done,
+                () = &mut hedge, if next < preference.len() => {
+                    if self.take_hedge_token() {
+                        bump(&self.counters.hedged_record_reads);
+                        asking.push(ask(preference[next].clone()));
+                        next += 1;
+                    }
+                    hedge.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(HEDGED_READ_DELAY_MS));
+                    continue;
+                }
+                else => break,
+            };
+            match answer {
+                Some(a) => {
+                    answers.push((node, a));
+                    if answers.len() >= r {
+                        break;
+                    }
+                }
+                None if next < preference.len() => {
+                    asking.push(ask(preference[next].clone()));
+                    next += 1;
+                }
+                None => {}
+            }
+        }
+        answers
     }
 
     fn earn_hedge_token(&self) {
@@ -1643,37 +1723,45 @@ impl Inner {
         };
         let r = usize::from(view.0.policy.read_quorum);
         let limit = limit.clamp(1, crate::storage::records::SCAN_RECORDS_MAX);
-        let mut pages: Vec<(Vec<Record>, bool)> = Vec::new();
-        for node in view.1.preference(partition) {
-            if pages.len() >= r {
-                break;
-            }
-            let page = if *node == self.node_id {
-                let records = self.records.clone();
-                let (p, a) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
-                match tokio::task::spawn_blocking(move || records.scan(partition, &p, a.as_deref(), limit)).await {
-                    Ok(Ok(page)) => {
-                        let complete = page.len() < limit;
-                        Some((page, complete))
-                    }
-                    _ => None,
+        let preference: Vec<NodeId> = view.1.preference(partition).cloned().collect();
+        let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
+        let pages: Vec<(Vec<Record>, bool)> = self
+            .quorum_read(preference, r, |node: NodeId| {
+                let this = self.clone();
+                let (prefix, after) = (prefix.clone(), after.clone());
+                async move {
+                    let page = if node == this.node_id {
+                        let records = this.records.clone();
+                        match tokio::task::spawn_blocking(move || {
+                            records.scan(partition, &prefix, after.as_deref(), limit)
+                        })
+                        .await
+                        {
+                            Ok(Ok(page)) => {
+                                let complete = page.len() < limit;
+                                Some((page, complete))
+                            }
+                            _ => None,
+                        }
+                    } else {
+                        let req = MetaRequest::Scan {
+                            partition,
+                            prefix,
+                            after,
+                            limit: limit as u32,
+                        };
+                        match this.request_meta(&node, req).await {
+                            Ok(MetaResponse::Records { records, complete }) => Some((records, complete)),
+                            _ => None,
+                        }
+                    };
+                    (node, page)
                 }
-            } else {
-                let req = MetaRequest::Scan {
-                    partition,
-                    prefix: prefix.to_vec(),
-                    after: after.map(<[u8]>::to_vec),
-                    limit: limit as u32,
-                };
-                match self.request_meta(node, req).await {
-                    Ok(MetaResponse::Records { records, complete }) => Some((records, complete)),
-                    _ => None,
-                }
-            };
-            if let Some(p) = page {
-                pages.push(p);
-            }
-        }
+            })
+            .await
+            .into_iter()
+            .map(|(_, page)| page)
+            .collect();
         if pages.len() < r {
             anyhow::bail!("read quorum not reached: {} of {r} replicas answered", pages.len());
         }

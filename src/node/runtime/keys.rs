@@ -52,6 +52,7 @@ impl Inner {
                 value,
             })
             .await
+            .map(|_| ())
     }
 
     /// Serves one key request.

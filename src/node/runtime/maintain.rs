@@ -401,7 +401,7 @@ impl Inner {
                 value: RecordValue::Tombstone,
             };
             match self.clone().coordinate_record(tombstone).await {
-                Ok(()) => report.refs_dead += 1,
+                Ok(_) => report.refs_dead += 1,
                 Err(e) => tracing::debug!(partition, error = %e, "could not tombstone a dead reference"),
             }
         }
