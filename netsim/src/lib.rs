@@ -7,8 +7,15 @@
 //! holds it, and writes `DIR/cluster.json` (documented in `docs/NETSIM.md`). `down` stops
 //! the processes listed there (SIGTERM, then SIGKILL after a grace period).
 //!
-//! Not yet: monitors and gateways (their roles do not exist yet), fault injection, workloads
-//! and invariant checks, the deterministic simulator mode.
+//! `fault` injects faults into such a cluster, `workload` drives S3 clients against it,
+//! `check` judges the recorded history, `scenario` puts them together (`netsim run`).
+
+pub mod body;
+pub mod check;
+pub mod fault;
+pub mod s3;
+pub mod scenario;
+pub mod workload;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -48,6 +55,37 @@ pub struct UpOptions {
     pub monitors: usize,
     /// With monitors: admit storage nodes that ask to join without an operator.
     pub auto_admit: bool,
+    /// Give every node a fault file (`NODE_DIR/faults.json`) for `fault` to drive.
+    pub faults: bool,
+    /// TOML lines added to every storage node's config (e.g. shorter maintenance intervals).
+    pub storage_config_extra: String,
+}
+
+impl UpOptions {
+    /// Defaults for a cluster in `dir` run by `hadss`: 5 storage nodes in 3 zones, no
+    /// monitors or gateways, 256 partitions, auto-admit, no fault files.
+    pub fn new(dir: PathBuf, hadss: PathBuf) -> UpOptions {
+        UpOptions {
+            dir,
+            storage: 5,
+            zones: 3,
+            hadss,
+            partitions: 256,
+            gateways: 0,
+            monitors: 0,
+            auto_admit: true,
+            faults: false,
+            storage_config_extra: String::new(),
+        }
+    }
+
+    fn fault_line(&self, node_dir: &Path) -> String {
+        if self.faults {
+            format!("fault_file = \"{}\"\n", node_dir.join("faults.json").display())
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// Region the gateways report.
@@ -112,8 +150,32 @@ struct NodeFile {
     peer_id: String,
 }
 
+/// Lowest port `free_port` hands out.
+const PORT_MIN: u16 = 10_000;
+
+/// A port free on 127.0.0.1 now, below the kernel's ephemeral range: a port the kernel
+/// picked for `bind(0)` can be taken by any outgoing connection before the node binds it
+/// (nodes dial from fresh ports all the time), one below the range cannot. Never the same
+/// port twice in one process.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_min = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_min <= PORT_MIN + 1000 {
+        return Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    }
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let port = rand::random_range(PORT_MIN..ephemeral_min);
+        if !handed.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free port found below {ephemeral_min}")
 }
 
 /// Starts a node process from its command line, detached in its own process group, with
@@ -150,66 +212,15 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
     if opts.monitors > 0 {
         nodes.extend(start_monitors(&dir, &hadss, opts)?);
     }
-    let bootstrap: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.p2p_addr)).collect();
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.p2p_addr.clone()).collect();
+    let mut started = Vec::new();
     for i in 1..=opts.storage {
-        let name = format!("storage-{i}");
-        let node_dir = dir.join(&name);
-        std::fs::create_dir_all(&node_dir)?;
-        let port = free_port()?;
-        let http_port = free_port()?;
-        let config = node_dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nzone = \"zone-{}\"\nswim_preset = \"fast\"\nbootstrap = [{}]\n",
-                keys.join("cluster.secret").display(),
-                keys.join("map.pub").display(),
-                (i - 1) % opts.zones.max(1) + 1,
-                bootstrap.join(", "),
-            ),
-        )?;
-        let cmd = vec![
-            hadss.display().to_string(),
-            "storage".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ];
-        let pid = spawn_node(&cmd, &dir, &node_dir.join("log"))?;
-        nodes.push(NodeEntry {
-            name,
-            role: "storage".into(),
-            pid,
-            cmd,
-            cwd: dir.clone(),
-            data_dir: node_dir.join("data"),
-            p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}"),
-            peer_id: String::new(),
-            s3_endpoint: None,
-            http_endpoint: Some(format!("http://127.0.0.1:{http_port}")),
-        });
+        started.push(start_storage(&dir, &hadss, opts, i, &bootstrap)?);
     }
-    // Each node reports its identity in node.json once it listens.
-    let deadline = Instant::now() + Duration::from_millis(NODE_START_TIMEOUT_MS);
-    for n in nodes.iter_mut().filter(|n| n.role == "storage") {
-        let file = n.data_dir.join("node.json");
-        loop {
-            if let Ok(bytes) = std::fs::read(&file)
-                && let Ok(info) = serde_json::from_slice::<NodeFile>(&bytes)
-            {
-                n.peer_id = info.peer_id;
-                n.p2p_addr = format!("{}/p2p/{}", n.p2p_addr, n.peer_id);
-                break;
-            }
-            if !is_running(n.pid) || Instant::now() > deadline {
-                bail!(
-                    "{} did not start; see {}",
-                    n.name,
-                    n.data_dir.with_file_name("log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    for n in &mut started {
+        wait_identity(n).await?;
     }
+    nodes.extend(started);
     let cluster = ClusterFile {
         s3: None,
         cluster_secret_file: keys.join("cluster.secret"),
@@ -227,15 +238,128 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
     }
     let mut cluster = cluster;
     if opts.gateways > 0 {
-        start_gateways(&mut cluster, &dir, &hadss, opts.gateways)?;
+        start_gateways(&mut cluster, &dir, &hadss, opts)?;
+        for n in cluster.nodes.iter_mut().filter(|n| n.role == "gateway") {
+            wait_identity(n).await?;
+        }
         write_cluster_file(&dir, &cluster)?;
     }
     wait_ready(&cluster).await?;
     Ok(cluster)
 }
 
-/// Starts `count` gateways bootstrapping from the storage nodes; the first one's endpoint and
-/// the shared access key go into `cluster.s3`.
+/// Writes the config of storage node `i` and starts it (its peer id is not known yet: see
+/// `wait_identity`).
+fn start_storage(
+    dir: &Path,
+    hadss: &Path,
+    opts: &UpOptions,
+    i: usize,
+    bootstrap: &[String],
+) -> anyhow::Result<NodeEntry> {
+    let keys = dir.join("keys");
+    let name = format!("storage-{i}");
+    let node_dir = dir.join(&name);
+    std::fs::create_dir_all(&node_dir)?;
+    let port = free_port()?;
+    let http_port = free_port()?;
+    let config = node_dir.join("config.toml");
+    let bootstrap: Vec<String> = bootstrap.iter().map(|a| format!("\"{a}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nzone = \"zone-{}\"\nswim_preset = \"fast\"\nbootstrap = [{}]\n{}{}",
+            keys.join("cluster.secret").display(),
+            keys.join("map.pub").display(),
+            (i - 1) % opts.zones.max(1) + 1,
+            bootstrap.join(", "),
+            opts.fault_line(&node_dir),
+            opts.storage_config_extra,
+        ),
+    )?;
+    let cmd = vec![
+        hadss.display().to_string(),
+        "storage".into(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
+    let pid = spawn_node(&cmd, dir, &node_dir.join("log"))?;
+    Ok(NodeEntry {
+        name,
+        role: "storage".into(),
+        pid,
+        cmd,
+        cwd: dir.to_path_buf(),
+        data_dir: node_dir.join("data"),
+        p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}"),
+        peer_id: String::new(),
+        s3_endpoint: None,
+        http_endpoint: Some(format!("http://127.0.0.1:{http_port}")),
+    })
+}
+
+/// Waits until a started storage node or gateway has written `data/node.json` (its
+/// identity, once it serves) and completes its entry with its peer id.
+async fn wait_identity(n: &mut NodeEntry) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(NODE_START_TIMEOUT_MS);
+    let file = n.data_dir.join("node.json");
+    loop {
+        if let Ok(bytes) = std::fs::read(&file)
+            && let Ok(info) = serde_json::from_slice::<NodeFile>(&bytes)
+        {
+            n.peer_id = info.peer_id;
+            n.p2p_addr = format!("{}/p2p/{}", n.p2p_addr, n.peer_id);
+            return Ok(());
+        }
+        if !is_running(n.pid) || Instant::now() > deadline {
+            bail!(
+                "{} did not start; see {}",
+                n.name,
+                n.data_dir.with_file_name("log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Adds `count` storage nodes to a running cluster with monitors (they ask to join; with
+/// auto-admit the monitors publish a new epoch naming them), records them in
+/// `DIR/cluster.json` and waits until every storage node holds a map naming all of them.
+pub async fn add_storage(cluster: &mut ClusterFile, opts: &UpOptions, count: usize) -> anyhow::Result<Vec<String>> {
+    let dir = std::path::absolute(&opts.dir)?;
+    let hadss = std::path::absolute(&opts.hadss)?;
+    let bootstrap: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.role == "monitor")
+        .map(|n| n.p2p_addr.clone())
+        .collect();
+    if bootstrap.is_empty() {
+        bail!("adding storage nodes needs monitors");
+    }
+    let first = cluster.nodes.iter().filter(|n| n.role == "storage").count() + 1;
+    let mut names = Vec::new();
+    for i in first..first + count {
+        let mut n = start_storage(&dir, &hadss, opts, i, &bootstrap)?;
+        wait_identity(&mut n).await?;
+        names.push(n.name.clone());
+        // Storage nodes stay together in `nodes`, before the gateways.
+        let at = cluster
+            .nodes
+            .iter()
+            .rposition(|m| m.role == "storage")
+            .map_or(cluster.nodes.len(), |p| p + 1);
+        cluster.nodes.insert(at, n);
+    }
+    write_cluster_file(&dir, cluster)?;
+    let storage = cluster.nodes.iter().filter(|n| n.role == "storage").count();
+    wait_for_members(cluster, storage).await?;
+    for n in cluster.nodes.iter().filter(|n| names.contains(&n.name)) {
+        fault::wait_node_ready(n).await?;
+    }
+    Ok(names)
+}
+
 /// Starts the monitors. Their node keys are made first so every monitor's config can list
 /// all of them in `initial_monitors` (each forms the quorum from the same list).
 fn start_monitors(dir: &Path, hadss: &Path, opts: &UpOptions) -> anyhow::Result<Vec<NodeEntry>> {
@@ -263,12 +387,13 @@ fn start_monitors(dir: &Path, hadss: &Path, opts: &UpOptions) -> anyhow::Result<
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_key_file = \"{}\"\nzone = \"monitors\"\nswim_preset = \"fast\"\ninitial_monitors = [{}]\nauto_admit = {}\nreplication = {replication}\nwrite_quorum = {quorum}\nread_quorum = {quorum}\npartitions = {}\nraft_heartbeat_ms = 100\nraft_election_timeout_ms = 600\n",
+                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_key_file = \"{}\"\nzone = \"monitors\"\nswim_preset = \"fast\"\ninitial_monitors = [{}]\nauto_admit = {}\nreplication = {replication}\nwrite_quorum = {quorum}\nread_quorum = {quorum}\npartitions = {}\nraft_heartbeat_ms = 100\nraft_election_timeout_ms = 600\n{}",
                 keys.join("cluster.secret").display(),
                 keys.join("map.key").display(),
                 initial.join(", "),
                 opts.auto_admit,
                 opts.partitions,
+                opts.fault_line(&node_dir),
             ),
         )?;
         let cmd = vec![
@@ -336,7 +461,10 @@ pub async fn wait_for_members(cluster: &ClusterFile, storage: usize) -> anyhow::
     Ok(())
 }
 
-fn start_gateways(cluster: &mut ClusterFile, dir: &Path, hadss: &Path, count: usize) -> anyhow::Result<()> {
+/// Starts `opts.gateways` gateways bootstrapping from the monitors and storage nodes; the
+/// first one's endpoint and the shared access key go into `cluster.s3`.
+fn start_gateways(cluster: &mut ClusterFile, dir: &Path, hadss: &Path, opts: &UpOptions) -> anyhow::Result<()> {
+    let count = opts.gateways;
     let keys = dir.join("keys");
     let (access_path, secret_path) = (keys.join("s3.access"), keys.join("s3.secret"));
     if !secret_path.exists() {
@@ -369,11 +497,12 @@ fn start_gateways(cluster: &mut ClusterFile, dir: &Path, hadss: &Path, count: us
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\ns3_listen = \"127.0.0.1:{s3_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nbootstrap = [{}]\nregion = \"{REGION}\"\naccess_key = \"{access_key}\"\nsecret_key_file = \"{}\"\n",
+                "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\ns3_listen = \"127.0.0.1:{s3_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ncluster_secret_file = \"{}\"\nmap_public_key_file = \"{}\"\nbootstrap = [{}]\nregion = \"{REGION}\"\naccess_key = \"{access_key}\"\nsecret_key_file = \"{}\"\n{}",
                 keys.join("cluster.secret").display(),
                 keys.join("map.pub").display(),
                 bootstrap.join(", "),
                 secret_path.display(),
+                opts.fault_line(&node_dir),
             ),
         )?;
         let cmd = vec![

@@ -1,11 +1,16 @@
-//! `netsim`: the local cluster harness (see the library docs for what exists today).
+//! `netsim`: the local cluster harness: `up` / `down` a real multi-process cluster, inject
+//! faults into it (`fault …`), or `run` a scenario with a workload and invariant checks.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use netsim::scenario::{RunOptions, Scenario};
 
 #[derive(Parser, Debug)]
-#[command(name = "netsim", about = "Start and stop local multi-process HADSS clusters")]
+#[command(
+    name = "netsim",
+    about = "Local multi-process HADSS clusters: start, stop, inject faults, run checked scenarios"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -21,7 +26,7 @@ enum Cmd {
         /// Storage nodes.
         #[arg(long, default_value_t = 5)]
         storage: usize,
-        /// Monitors (not implemented yet: must be 0).
+        /// Monitors (0: netsim signs the first map itself).
         #[arg(long, default_value_t = 0)]
         monitors: usize,
         /// S3 gateways.
@@ -40,6 +45,9 @@ enum Cmd {
         /// admitted as they ask.
         #[arg(long)]
         manual_admit: bool,
+        /// Give every node a fault file so `netsim fault` can partition, delay and skew it.
+        #[arg(long)]
+        faults: bool,
     },
     /// Stop the cluster described by DIR/cluster.json.
     Down {
@@ -47,6 +55,221 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Inject or lift a fault in the cluster of DIR.
+    Fault {
+        /// The cluster's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        fault: FaultCmd,
+    },
+    /// Run a scenario: a fresh cluster, a workload under a fault schedule, invariant checks,
+    /// a report ending in PASS or FAIL (exit status 1 on FAIL).
+    Run {
+        /// The scenario.
+        scenario: Scenario,
+        /// Seed of the fault schedule and the workload.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How long the workload runs.
+        #[arg(long, default_value_t = 60)]
+        duration_s: u64,
+        /// Directory of the cluster (cleared first).
+        #[arg(long, default_value = "target/netsim-run")]
+        dir: PathBuf,
+        /// Concurrent S3 clients.
+        #[arg(long, default_value_t = 6)]
+        clients: usize,
+        /// Leave the cluster running afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Deliberately broken build: the gateways acknowledge writes before replicating
+        /// them. The checker must report lost writes.
+        #[arg(long)]
+        broken_ack: bool,
+        /// Bound on replica convergence after the faults are lifted.
+        #[arg(long, default_value_t = 90)]
+        converge_timeout_s: u64,
+        /// Fraction of operations that must succeed in every phase.
+        #[arg(long, default_value_t = 0.95)]
+        min_availability: f64,
+        /// The hadss binary (default: next to this one).
+        #[arg(long)]
+        hadss: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FaultCmd {
+    /// kill -9 a node.
+    Kill {
+        /// Node name (`storage-2`, `gateway-1`, `monitor-3`).
+        node: String,
+    },
+    /// Stop a node cleanly (SIGTERM).
+    Stop {
+        /// Node name.
+        node: String,
+    },
+    /// Start a stopped node with its recorded command; wait until it is ready.
+    Restart {
+        /// Node name.
+        node: String,
+    },
+    /// SIGSTOP a node.
+    Pause {
+        /// Node name.
+        node: String,
+    },
+    /// SIGCONT a node.
+    Resume {
+        /// Node name.
+        node: String,
+    },
+    /// Cut the links between two sets of nodes.
+    Partition {
+        /// One side, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        a: Vec<String>,
+        /// The other side (default: every other node).
+        #[arg(long, value_delimiter = ',')]
+        b: Vec<String>,
+        /// Only what side A sends is lost.
+        #[arg(long)]
+        one_way: bool,
+    },
+    /// Add delay and stream loss between two sets of nodes.
+    Degrade {
+        /// One side, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        a: Vec<String>,
+        /// The other side (default: every other node).
+        #[arg(long, value_delimiter = ',')]
+        b: Vec<String>,
+        /// Delay each way.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Probability a stream is lost.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+    },
+    /// Lift every partition, delay and loss.
+    Heal,
+    /// Skew a node's clock.
+    Skew {
+        /// Node name.
+        node: String,
+        /// Milliseconds added to its wall clock (negative: behind).
+        #[arg(long, allow_hyphen_values = true)]
+        ms: i64,
+    },
+    /// Flip bits in random bytes of a storage node's segment files.
+    Bitrot {
+        /// Node name.
+        node: String,
+        /// Bytes to flip.
+        #[arg(long, default_value_t = 100)]
+        bytes: usize,
+        /// RNG seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Fill a storage node's disk: restart it capped at its current usage.
+    FillDisk {
+        /// Node name.
+        node: String,
+    },
+    /// Lift the cap (restarts the node).
+    UnfillDisk {
+        /// Node name.
+        node: String,
+    },
+}
+
+fn hadss_next_to_me(hadss: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match hadss {
+        Some(h) => Ok(h),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|p| p.join("hadss"))
+            .ok_or_else(|| anyhow::anyhow!("cannot locate the hadss binary; pass --hadss")),
+    }
+}
+
+fn others(cluster: &netsim::ClusterFile, a: &[String], b: Vec<String>) -> Vec<String> {
+    if !b.is_empty() {
+        return b;
+    }
+    cluster
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .filter(|n| !a.contains(n))
+        .collect()
+}
+
+async fn fault(dir: PathBuf, cmd: FaultCmd) -> anyhow::Result<String> {
+    use netsim::fault;
+    let mut cluster = netsim::read_cluster_file(&dir)?;
+    Ok(match cmd {
+        FaultCmd::Kill { node } => {
+            fault::kill(&cluster, &node).await?;
+            format!("{node} killed")
+        }
+        FaultCmd::Stop { node } => {
+            fault::stop(&cluster, &node).await?;
+            format!("{node} stopped")
+        }
+        FaultCmd::Restart { node } => {
+            fault::restart(&mut cluster, &dir, &node).await?;
+            format!("{node} restarted")
+        }
+        FaultCmd::Pause { node } => {
+            fault::pause(&cluster, &node)?;
+            format!("{node} paused")
+        }
+        FaultCmd::Resume { node } => {
+            fault::resume(&cluster, &node)?;
+            format!("{node} resumed")
+        }
+        FaultCmd::Partition { a, b, one_way } => {
+            let b = others(&cluster, &a, b);
+            fault::partition(&cluster, &a, &b, one_way)?;
+            format!(
+                "{} {} {}",
+                a.join(","),
+                if one_way { "-/->" } else { "<-/->" },
+                b.join(",")
+            )
+        }
+        FaultCmd::Degrade { a, b, delay_ms, loss } => {
+            let b = others(&cluster, &a, b);
+            fault::degrade(&cluster, &a, &b, delay_ms, loss)?;
+            format!("{delay_ms} ms, {loss} loss between {} and {}", a.join(","), b.join(","))
+        }
+        FaultCmd::Heal => {
+            fault::heal_network(&cluster)?;
+            "network healed".into()
+        }
+        FaultCmd::Skew { node, ms } => {
+            fault::skew(&cluster, &node, ms)?;
+            format!("clock of {node} {ms:+} ms")
+        }
+        FaultCmd::Bitrot { node, bytes, seed } => {
+            use rand::SeedableRng;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let n = fault::bitrot(&cluster, &node, bytes, &mut rng)?;
+            format!("{n} bytes flipped in {node}'s segment files")
+        }
+        FaultCmd::FillDisk { node } => {
+            let cap = fault::fill_disk(&mut cluster, &dir, &node, 256 * 1024).await?;
+            format!("{node} capped at {cap} bytes")
+        }
+        FaultCmd::UnfillDisk { node } => {
+            fault::set_capacity(&mut cluster, &dir, &node, None).await?;
+            format!("{node} uncapped")
+        }
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,24 +291,16 @@ fn main() -> anyhow::Result<()> {
             partitions,
             hadss,
             manual_admit,
+            faults,
         } => {
-            let hadss = match hadss {
-                Some(h) => h,
-                None => std::env::current_exe()?
-                    .parent()
-                    .map(|p| p.join("hadss"))
-                    .ok_or_else(|| anyhow::anyhow!("cannot locate the hadss binary; pass --hadss"))?,
-            };
-            let opts = netsim::UpOptions {
-                dir: dir.clone(),
-                storage,
-                zones,
-                hadss,
-                partitions,
-                gateways,
-                monitors,
-                auto_admit: !manual_admit,
-            };
+            let mut opts = netsim::UpOptions::new(dir.clone(), hadss_next_to_me(hadss)?);
+            opts.storage = storage;
+            opts.zones = zones;
+            opts.partitions = partitions;
+            opts.gateways = gateways;
+            opts.monitors = monitors;
+            opts.auto_admit = !manual_admit;
+            opts.faults = faults;
             let cluster = rt.block_on(netsim::up(&opts))?;
             println!(
                 "cluster of {} nodes up; {}",
@@ -96,6 +311,44 @@ fn main() -> anyhow::Result<()> {
         Cmd::Down { dir } => {
             rt.block_on(netsim::down(&dir))?;
             println!("cluster in {} stopped", dir.display());
+        }
+        Cmd::Fault { dir, fault: cmd } => {
+            println!("{}", rt.block_on(fault(dir, cmd))?);
+        }
+        Cmd::Run {
+            scenario,
+            seed,
+            duration_s,
+            dir,
+            clients,
+            keep,
+            broken_ack,
+            converge_timeout_s,
+            min_availability,
+            hadss,
+        } => {
+            let opts = RunOptions {
+                scenario,
+                seed,
+                duration_s,
+                dir: std::path::absolute(dir)?,
+                hadss: hadss_next_to_me(hadss)?,
+                clients,
+                keep,
+                broken_ack,
+                converge_timeout_s,
+                min_availability,
+            };
+            eprintln!(
+                "netsim run {} --seed {seed} --duration-s {duration_s}: starting the cluster in {}",
+                scenario.name(),
+                opts.dir.display()
+            );
+            let report = rt.block_on(netsim::scenario::run(&opts))?;
+            print!("{}", report.render());
+            if !report.pass {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

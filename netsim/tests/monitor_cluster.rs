@@ -38,6 +38,8 @@ fn options(dir: PathBuf, auto_admit: bool) -> netsim::UpOptions {
         gateways: 0,
         monitors: 3,
         auto_admit,
+        faults: false,
+        storage_config_extra: String::new(),
     }
 }
 

@@ -102,6 +102,8 @@ async fn five_storage_processes_survive_a_kill() {
         gateways: 2,
         monitors: 0,
         auto_admit: false,
+        faults: false,
+        storage_config_extra: String::new(),
     };
     let cluster = netsim::up(&opts).await.unwrap();
     let _down = Down(cluster_dir.clone());
