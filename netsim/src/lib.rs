@@ -8,13 +8,15 @@
 //! the processes listed there (SIGTERM, then SIGKILL after a grace period).
 //!
 //! `fault` injects faults into such a cluster, `workload` drives S3 clients against it,
-//! `check` judges the recorded history, `scenario` puts them together (`netsim run`).
+//! `check` judges the recorded history, `scenario` puts them together (`netsim run`), and
+//! `sim` runs the sans-IO protocol cores deterministically (`netsim sim`).
 
 pub mod body;
 pub mod check;
 pub mod fault;
 pub mod s3;
 pub mod scenario;
+pub mod sim;
 pub mod workload;
 
 use std::net::TcpListener;

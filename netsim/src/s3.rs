@@ -23,8 +23,10 @@ pub enum Failure {
     /// The server answered with an error status (the operation may still have taken effect
     /// in part: a PUT refused for want of a write quorum can leave copies behind).
     Status(u16, String),
-    /// No answer: timeout, refused or broken connection (the operation may have happened).
+    /// No answer: timeout or broken connection (the operation may have happened).
     NoAnswer(String),
+    /// The connection could not be made: the request never left (safe to send elsewhere).
+    Refused(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -32,6 +34,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Status(code, body) => write!(f, "HTTP {code}: {body}"),
             Failure::NoAnswer(why) => write!(f, "no answer: {why}"),
+            Failure::Refused(why) => write!(f, "could not connect: {why}"),
         }
     }
 }
@@ -91,11 +94,13 @@ impl S3 {
             .body(Full::new(body))
             .map_err(|e| Failure::NoAnswer(e.to_string()))?;
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| Failure::NoAnswer(e.to_string()))?;
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    Failure::Refused(e.to_string())
+                } else {
+                    Failure::NoAnswer(e.to_string())
+                }
+            })?;
             let status = response.status().as_u16();
             let mut body = response.into_body();
             let mut bytes = Vec::new();

@@ -74,7 +74,7 @@ fn outcome_of<T>(r: &Result<T, Failure>) -> Option<Outcome> {
     match r {
         Ok(_) => None,
         Err(Failure::Status(code, what)) => Some(Outcome::Failed(format!("{code} {what}"))),
-        Err(Failure::NoAnswer(why)) => Some(Outcome::NoAnswer(why.clone())),
+        Err(Failure::NoAnswer(why) | Failure::Refused(why)) => Some(Outcome::NoAnswer(why.clone())),
     }
 }
 
@@ -141,42 +141,67 @@ async fn client(
                 _ => (Kind::List, prefix_of(c)),
             }
         };
-        let now_ms = since_ms(started);
-        let open: Vec<usize> = (0..gateways.len()).filter(|g| avoid_until_ms[*g] <= now_ms).collect();
-        let used = if open.is_empty() {
-            rng.random_range(0..gateways.len())
-        } else {
-            open[rng.random_range(0..open.len())]
-        };
-        let s3 = &gateways[used];
         let start_ms = since_ms(started);
-        let (write, outcome) = match kind {
-            Kind::Put => {
-                writes += 1;
-                let write = (u64::from(c) << 40) | writes;
-                let (min, max) = if rng.random_range(0..100u32) < opts.large_percent {
-                    (opts.large_min_bytes, opts.large_max_bytes)
-                } else {
-                    (opts.size_min_bytes, opts.size_max_bytes)
-                };
-                let size = rng.random_range(min..=max.max(min));
-                let r = s3.put(&key, Bytes::from(body::make(&key, write, size))).await;
-                (Some(write), outcome_of(&r).unwrap_or(Outcome::Ok))
+        let write = (kind == Kind::Put).then(|| {
+            writes += 1;
+            (u64::from(c) << 40) | writes
+        });
+        let size = {
+            let (min, max) = if rng.random_range(0..100u32) < opts.large_percent {
+                (opts.large_min_bytes, opts.large_max_bytes)
+            } else {
+                (opts.size_min_bytes, opts.size_max_bytes)
+            };
+            rng.random_range(min..=max.max(min))
+        };
+        let body = write.map(|w| Bytes::from(body::make(&key, w, size)));
+        // A gateway that refuses the connection never saw the request: like any S3 SDK,
+        // send it to another one (each at most once).
+        let mut tried: Vec<usize> = Vec::new();
+        let (used, outcome) = loop {
+            let now_ms = since_ms(started);
+            let open: Vec<usize> = (0..gateways.len())
+                .filter(|g| avoid_until_ms[*g] <= now_ms && !tried.contains(g))
+                .collect();
+            let untried: Vec<usize> = (0..gateways.len()).filter(|g| !tried.contains(g)).collect();
+            let pool = if open.is_empty() { &untried } else { &open };
+            let used = pool[rng.random_range(0..pool.len())];
+            tried.push(used);
+            let s3 = &gateways[used];
+            let (outcome, refused) = match kind {
+                Kind::Put => {
+                    let r = s3.put(&key, body.clone().unwrap_or_default()).await;
+                    (
+                        outcome_of(&r).unwrap_or(Outcome::Ok),
+                        matches!(r, Err(Failure::Refused(_))),
+                    )
+                }
+                Kind::Get => {
+                    let r = s3.get(&key).await;
+                    let refused = matches!(r, Err(Failure::Refused(_)));
+                    (read_outcome(&key, r), refused)
+                }
+                Kind::Delete => {
+                    let r = s3.delete(&key).await;
+                    (
+                        outcome_of(&r).unwrap_or(Outcome::Ok),
+                        matches!(r, Err(Failure::Refused(_))),
+                    )
+                }
+                Kind::List => {
+                    let r = s3.list(&key).await;
+                    let refused = matches!(r, Err(Failure::Refused(_)));
+                    let o = outcome_of(&r);
+                    (o.unwrap_or_else(|| Outcome::Listed(r.unwrap_or_default())), refused)
+                }
+            };
+            if matches!(outcome, Outcome::NoAnswer(_)) {
+                avoid_until_ms[used] = since_ms(started) + GATEWAY_AVOID_MS;
             }
-            Kind::Get => (None, read_outcome(&key, s3.get(&key).await)),
-            Kind::Delete => {
-                let r = s3.delete(&key).await;
-                (None, outcome_of(&r).unwrap_or(Outcome::Ok))
-            }
-            Kind::List => {
-                let r = s3.list(&key).await;
-                let o = outcome_of(&r);
-                (None, o.unwrap_or_else(|| Outcome::Listed(r.unwrap_or_default())))
+            if !refused || tried.len() == gateways.len() {
+                break (used, outcome);
             }
         };
-        if matches!(outcome, Outcome::NoAnswer(_)) {
-            avoid_until_ms[used] = since_ms(started) + GATEWAY_AVOID_MS;
-        }
         ops.push(Op {
             client: c,
             kind,
