@@ -25,7 +25,7 @@ fn seeds_pass(kind: SimKind, seeds: u64) {
 
 #[test]
 fn swim_seeds() {
-    seeds_pass(SimKind::Swim, 200);
+    seeds_pass(SimKind::Swim, 500);
 }
 
 #[test]
@@ -35,5 +35,5 @@ fn write_coordinator_seeds() {
 
 #[test]
 fn anti_entropy_seeds() {
-    seeds_pass(SimKind::AntiEntropy, 300);
+    seeds_pass(SimKind::AntiEntropy, 500);
 }
