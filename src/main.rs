@@ -335,6 +335,9 @@ fn bootstrap_peers(bootstrap: &[String]) -> Vec<(PeerId, Multiaddr)> {
         .collect()
 }
 
+/// How long a stopping gateway lets the requests in flight finish.
+const GATEWAY_DRAIN_MS: u64 = 10_000;
+
 async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     let cfg = hadss::config::GatewayConfig::load(config_path)?;
     if let Some(file) = &cfg.fault_file {
@@ -380,8 +383,11 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
         node.epoch()
     );
     wait_for_shutdown().await?;
-    tracing::info!("shutting down");
-    drop(s3);
+    tracing::info!("shutting down: finishing the requests in flight");
+    let open = s3.shutdown(GATEWAY_DRAIN_MS).await;
+    if open > 0 {
+        tracing::warn!(open, "connections still open after {GATEWAY_DRAIN_MS} ms; closing them");
+    }
     drop(http);
     Ok(())
 }

@@ -554,6 +554,13 @@ pub async fn wait_ready(cluster: &ClusterFile) -> anyhow::Result<()> {
             if let Ok((200, _)) = hadss::observe::get(addr, "/ready", 2_000).await {
                 break;
             }
+            if !is_running(n.pid) {
+                bail!(
+                    "{} exited before it was ready; see {}",
+                    n.name,
+                    n.data_dir.with_file_name("log").display()
+                );
+            }
             if Instant::now() > deadline {
                 bail!(
                     "{} is not ready; see {}",

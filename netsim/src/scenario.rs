@@ -772,6 +772,13 @@ pub async fn run(opts: &RunOptions) -> anyhow::Result<Report> {
         let _ = crate::down(&opts.dir).await;
     }
     if opts.dir.exists() {
+        // Only a directory netsim made (or an empty one) is cleared.
+        let empty = std::fs::read_dir(&opts.dir)?.next().is_none();
+        anyhow::ensure!(
+            empty || opts.dir.join("keys").join("cluster.secret").exists(),
+            "{} is not empty and not a netsim cluster directory; refusing to clear it",
+            opts.dir.display()
+        );
         std::fs::remove_dir_all(&opts.dir).with_context(|| format!("clearing {}", opts.dir.display()))?;
     }
     let mut up = UpOptions::new(opts.dir.clone(), opts.hadss.clone());

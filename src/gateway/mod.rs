@@ -27,16 +27,34 @@ use crate::node::Node;
 
 pub use s3::HadssS3;
 
-/// A running S3 endpoint; dropping it stops accepting connections.
+/// A running S3 endpoint; dropping it stops accepting connections (`shutdown` also lets
+/// the requests in flight finish).
 pub struct S3Endpoint {
     local_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    slots: Arc<tokio::sync::Semaphore>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl S3Endpoint {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Stops accepting connections, asks every open one to close once its request in
+    /// flight is answered, and waits until all have closed or `grace_ms` has passed. Returns
+    /// how many were still open then.
+    pub async fn shutdown(self, grace_ms: u64) -> usize {
+        self.task.abort();
+        let _ = self.stop.send(true);
+        let all = u32::try_from(S3_CONNECTIONS_MAX).unwrap_or(u32::MAX);
+        let drained =
+            tokio::time::timeout(std::time::Duration::from_millis(grace_ms), self.slots.acquire_many(all)).await;
+        match drained {
+            Ok(_) => 0,
+            Err(_) => S3_CONNECTIONS_MAX - self.slots.available_permits(),
+        }
     }
 }
 
@@ -77,6 +95,19 @@ fn header_too_large() -> hyper::Response<s3s::Body> {
     resp
 }
 
+/// Resolves once the endpoint is told to stop.
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let stop = *rx.borrow_and_update();
+        if stop {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Serves the S3 API on `listen` over the cluster reached through `node`. `root` is the
 /// gateway's root key (access key id, secret): every right on every bucket. Cluster access
 /// keys (`hadss admin key`) are read through `node`.
@@ -94,7 +125,10 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let local_addr = listener.local_addr()?;
     let slots = Arc::new(tokio::sync::Semaphore::new(S3_CONNECTIONS_MAX));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let accept_slots = slots.clone();
     let task = tokio::spawn(async move {
+        let slots = accept_slots;
         loop {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
@@ -118,18 +152,33 @@ pub async fn serve(
                     hyper::service::Service::call(&service, req).await
                 }
             });
+            let mut stopping = stopping.clone();
             tokio::spawn(async move {
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
                     .max_buf_size(CONNECTION_BUFFER_BYTES_MAX)
                     .max_headers(HEADERS_MAX)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), guarded);
-                if let Err(e) = conn.await {
+                tokio::pin!(conn);
+                let ended = tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = stopped(&mut stopping) => {
+                        // Finish the request in flight, then close.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, "S3 connection ended with an error");
                 }
                 drop(permit);
             });
         }
     });
-    Ok(S3Endpoint { local_addr, task })
+    Ok(S3Endpoint {
+        local_addr,
+        task,
+        slots,
+        stop,
+    })
 }

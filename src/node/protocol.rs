@@ -205,6 +205,10 @@ pub enum MetaResponse {
     AntiEntropy(crate::storage::antientropy::Answer),
     /// The request failed.
     Error(RemoteError),
+    /// The answer (`Record` or `Records`) of a replica still filling the partition after a
+    /// new epoch made it an owner: what it holds counts, but it may miss older records, so
+    /// it does not count toward a read quorum.
+    Filling(Box<MetaResponse>),
 }
 
 /// A request for the cluster map.

@@ -356,6 +356,11 @@ fn bump(counter: &std::sync::atomic::AtomicU64) {
 
 struct Inner {
     node_id: NodeId,
+    /// Partitions this node became an owner of in a new epoch, with their owners under the
+    /// epoch before: until an anti-entropy session with one of those completes, this node's
+    /// copy may be incomplete, and it refuses reads of the partition (`ErrorCode::Filling`),
+    /// so quorum reads go on to the next replica (the old owners follow the new ones).
+    filling: Mutex<HashMap<u32, Vec<NodeId>>>,
     started: Instant,
     chunks: Arc<chunkstore::Store>,
     records: Arc<RecordStore>,
@@ -549,6 +554,7 @@ impl Node {
             swim_in: swim_in_tx,
             role: config.role,
             hedge_tokens_milli: std::sync::atomic::AtomicU64::new(HEDGE_TOKENS_MAX_MILLI),
+            filling: Mutex::new(HashMap::new()),
             monitor: std::sync::OnceLock::new(),
             anti_entropy_rounds: std::sync::atomic::AtomicU64::new(0),
             down_since: Mutex::new(HashMap::new()),
@@ -922,11 +928,65 @@ impl Inner {
             // Two offers may race past the store; the view never goes back an epoch.
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
             if view.as_ref().is_none_or(|v| v.0.epoch <= epoch) {
+                if let Some(old) = view.as_ref() {
+                    self.note_filling(&old.1, &placement);
+                }
                 *view = Some(Arc::new((map, placement)));
             }
         }
         tracing::info!(epoch, "accepted cluster map");
         Ok(epoch)
+    }
+
+    /// Records the partitions this node owns under `new` but did not under `old` (with
+    /// their old owners), as filling.
+    fn note_filling(&self, old: &Placement, new: &Placement) {
+        if old.partitions() != new.partitions() {
+            return;
+        }
+        let mut filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+        for p in 0..new.partitions() {
+            let owns_now = new.replicas(p).any(|n| *n == self.node_id);
+            let owners_before: Vec<NodeId> = old.replicas(p).cloned().collect();
+            if owns_now && !owners_before.contains(&self.node_id) && !owners_before.is_empty() {
+                filling.entry(p).or_insert(owners_before);
+            } else if !owns_now {
+                filling.remove(&p);
+            }
+        }
+        if !filling.is_empty() {
+            tracing::info!(partitions = filling.len(), "filling partitions newly owned");
+        }
+    }
+
+    /// The old owners of a partition this node is still filling.
+    fn filling_from(&self, partition: u32) -> Option<Vec<NodeId>> {
+        self.filling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .cloned()
+    }
+
+    /// Whether reads of `partition` must skip this node (see `filling`).
+    fn is_filling(&self, partition: u32) -> bool {
+        self.filling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&partition)
+    }
+
+    /// An anti-entropy session with an old owner of `partition` completed: filled.
+    fn filled(&self, partition: u32) {
+        if self
+            .filling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition)
+            .is_some()
+        {
+            tracing::debug!(partition, "partition filled");
+        }
     }
 
     async fn learn_addresses(&self, map: &ClusterMap) {
@@ -1597,7 +1657,7 @@ impl Inner {
         let (map, placement) = &*view;
         let r = usize::from(map.policy.read_quorum);
         let preference: Vec<NodeId> = placement.preference(partition).cloned().collect();
-        let answers: Vec<(NodeId, Option<Record>)> = self
+        let (answers, counted): (Vec<(NodeId, Option<Record>)>, usize) = self
             .quorum_read(preference, r, |node: NodeId| {
                 let this = self.clone();
                 let key = key.clone();
@@ -1607,8 +1667,8 @@ impl Inner {
                 }
             })
             .await;
-        if answers.len() < r {
-            anyhow::bail!("read quorum not reached: {} of {r} replicas answered", answers.len());
+        if counted < r {
+            anyhow::bail!("read quorum not reached: {counted} of {r} replicas answered");
         }
         let newest = answers
             .iter()
@@ -1632,16 +1692,18 @@ impl Inner {
     /// Asks the first `r` nodes of `preference` in parallel (members SWIM reports down
     /// last; stable otherwise); each one that cannot answer brings in the next, and so does
     /// one still silent after `HEDGED_READ_DELAY_MS` (a partitioned or paused replica
-    /// stalls rather than fails), while hedge tokens last. Returns the first `r` answers
-    /// (fewer if the list ran out).
-    async fn quorum_read<T, F, Fut>(&self, mut preference: Vec<NodeId>, r: usize, ask: F) -> Vec<(NodeId, T)>
+    /// stalls rather than fails), while hedge tokens last. An answer marked partial (its
+    /// node is still filling the partition) is kept but does not count: it brings in the
+    /// next node too. Returns every answer, and how many counted (at most `r`).
+    async fn quorum_read<T, F, Fut>(&self, mut preference: Vec<NodeId>, r: usize, ask: F) -> (Vec<(NodeId, T)>, usize)
     where
         F: Fn(NodeId) -> Fut,
-        Fut: std::future::Future<Output = (NodeId, Option<T>)>,
+        Fut: std::future::Future<Output = (NodeId, Option<(T, bool)>)>,
     {
         preference.sort_by_key(|n| !self.is_alive(n));
         self.earn_hedge_token();
         let mut answers = Vec::new();
+        let mut counted = 0;
         let mut next = 0;
         let mut asking = futures::stream::FuturesUnordered::new();
         while next < preference.len() && asking.len() < r {
@@ -1665,10 +1727,18 @@ impl Inner {
                 else => break,
             };
             match answer {
-                Some(a) => {
+                Some((a, false)) => {
                     answers.push((node, a));
-                    if answers.len() >= r {
+                    counted += 1;
+                    if counted >= r {
                         break;
+                    }
+                }
+                Some((a, true)) => {
+                    answers.push((node, a));
+                    if next < preference.len() {
+                        asking.push(ask(preference[next].clone()));
+                        next += 1;
                     }
                 }
                 None if next < preference.len() => {
@@ -1678,7 +1748,7 @@ impl Inner {
                 None => {}
             }
         }
-        answers
+        (answers, counted)
     }
 
     fn earn_hedge_token(&self) {
@@ -1697,16 +1767,22 @@ impl Inner {
 
     /// One replica's copy of a record: `Some(None)` when it holds none, `None` when it
     /// could not answer.
-    async fn read_record_at(&self, node: &NodeId, partition: u32, key: Vec<u8>) -> Option<Option<Record>> {
+    async fn read_record_at(&self, node: &NodeId, partition: u32, key: Vec<u8>) -> Option<(Option<Record>, bool)> {
         if *node == self.node_id {
+            let filling = self.is_filling(partition);
             let records = self.records.clone();
             return tokio::task::spawn_blocking(move || records.get(partition, &key))
                 .await
                 .ok()?
-                .ok();
+                .ok()
+                .map(|r| (r, filling));
         }
         match self.request_meta(node, MetaRequest::Get { partition, key }).await {
-            Ok(MetaResponse::Record(rec)) => Some(rec),
+            Ok(MetaResponse::Record(rec)) => Some((rec, false)),
+            Ok(MetaResponse::Filling(inner)) => match *inner {
+                MetaResponse::Record(rec) => Some((rec, true)),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -1725,12 +1801,13 @@ impl Inner {
         let limit = limit.clamp(1, crate::storage::records::SCAN_RECORDS_MAX);
         let preference: Vec<NodeId> = view.1.preference(partition).cloned().collect();
         let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
-        let pages: Vec<(Vec<Record>, bool)> = self
+        let (pages, counted) = self
             .quorum_read(preference, r, |node: NodeId| {
                 let this = self.clone();
                 let (prefix, after) = (prefix.clone(), after.clone());
                 async move {
                     let page = if node == this.node_id {
+                        let filling = this.is_filling(partition);
                         let records = this.records.clone();
                         match tokio::task::spawn_blocking(move || {
                             records.scan(partition, &prefix, after.as_deref(), limit)
@@ -1739,7 +1816,7 @@ impl Inner {
                         {
                             Ok(Ok(page)) => {
                                 let complete = page.len() < limit;
-                                Some((page, complete))
+                                Some(((page, complete), filling))
                             }
                             _ => None,
                         }
@@ -1751,21 +1828,22 @@ impl Inner {
                             limit: limit as u32,
                         };
                         match this.request_meta(&node, req).await {
-                            Ok(MetaResponse::Records { records, complete }) => Some((records, complete)),
+                            Ok(MetaResponse::Records { records, complete }) => Some(((records, complete), false)),
+                            Ok(MetaResponse::Filling(inner)) => match *inner {
+                                MetaResponse::Records { records, complete } => Some(((records, complete), true)),
+                                _ => None,
+                            },
                             _ => None,
                         }
                     };
                     (node, page)
                 }
             })
-            .await
-            .into_iter()
-            .map(|(_, page)| page)
-            .collect();
-        if pages.len() < r {
-            anyhow::bail!("read quorum not reached: {} of {r} replicas answered", pages.len());
+            .await;
+        if counted < r {
+            anyhow::bail!("read quorum not reached: {counted} of {r} replicas answered");
         }
-        Ok(merge_scan_pages(pages))
+        Ok(merge_scan_pages(pages.into_iter().map(|(_, page)| page).collect()))
     }
 
     async fn repair_record(&self, node: NodeId, record: Record) {
@@ -1835,7 +1913,23 @@ impl Inner {
         }
     }
 
+    /// Answers a metadata request; reads of a partition this node is still filling are
+    /// marked `Filling`.
     async fn handle_meta(self: Arc<Self>, request: MetaRequest) -> MetaResponse {
+        let filling = match &request {
+            MetaRequest::Get { partition, .. } | MetaRequest::Scan { partition, .. } => self.is_filling(*partition),
+            _ => false,
+        };
+        let response = self.clone().answer_meta(request).await;
+        match response {
+            MetaResponse::Record(_) | MetaResponse::Records { .. } if filling => {
+                MetaResponse::Filling(Box::new(response))
+            }
+            other => other,
+        }
+    }
+
+    async fn answer_meta(self: Arc<Self>, request: MetaRequest) -> MetaResponse {
         match request {
             MetaRequest::Put { records, hint_for } => {
                 let hint_for = match hint_for.map(|h| parse_node_id(&h)).transpose() {

@@ -180,9 +180,16 @@ impl Inner {
             if peers.is_empty() {
                 continue;
             }
-            let peer = peers[round % peers.len()];
+            // A partition still filling is compared with an old owner first.
+            let old_owner = self
+                .filling_from(partition)
+                .and_then(|old| old.into_iter().find(|o| *o != self.node_id && self.is_alive(o)));
+            let peer = old_owner.as_ref().unwrap_or(peers[round % peers.len()]);
             match self.anti_entropy_with(peer, partition, true).await {
                 Ok(r) => {
+                    if old_owner.is_some() {
+                        self.filled(partition);
+                    }
                     report.sessions += 1;
                     report.exchanged_bytes += r.exchanged_bytes;
                     report.pulled += r.pulled;
