@@ -197,6 +197,19 @@ pub fn spawn_node(cmd: &[String], cwd: &Path, log: &Path) -> anyhow::Result<u32>
     Ok(child.id())
 }
 
+/// Starts `hadss ROLE --config CONFIG` from `dir` with its log in `node_dir`; returns the
+/// command (what `cluster.json` records to restart it) and the pid.
+fn launch(hadss: &Path, role: &str, config: &Path, dir: &Path, node_dir: &Path) -> anyhow::Result<(Vec<String>, u32)> {
+    let cmd = vec![
+        hadss.display().to_string(),
+        role.into(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
+    let pid = spawn_node(&cmd, dir, &node_dir.join("log"))?;
+    Ok((cmd, pid))
+}
+
 /// Starts a cluster and writes `cluster.json`.
 pub async fn up(opts: &UpOptions) -> anyhow::Result<ClusterFile> {
     if opts.storage == 0 {
@@ -279,13 +292,7 @@ fn start_storage(
             opts.storage_config_extra,
         ),
     )?;
-    let cmd = vec![
-        hadss.display().to_string(),
-        "storage".into(),
-        "--config".into(),
-        config.display().to_string(),
-    ];
-    let pid = spawn_node(&cmd, dir, &node_dir.join("log"))?;
+    let (cmd, pid) = launch(hadss, "storage", &config, dir, &node_dir)?;
     Ok(NodeEntry {
         name,
         role: "storage".into(),
@@ -398,13 +405,7 @@ fn start_monitors(dir: &Path, hadss: &Path, opts: &UpOptions) -> anyhow::Result<
                 opts.fault_line(&node_dir),
             ),
         )?;
-        let cmd = vec![
-            hadss.display().to_string(),
-            "monitor".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ];
-        let pid = spawn_node(&cmd, dir, &node_dir.join("log"))?;
+        let (cmd, pid) = launch(hadss, "monitor", &config, dir, &node_dir)?;
         nodes.push(NodeEntry {
             name,
             role: "monitor".into(),
@@ -507,13 +508,7 @@ fn start_gateways(cluster: &mut ClusterFile, dir: &Path, hadss: &Path, opts: &Up
                 opts.fault_line(&node_dir),
             ),
         )?;
-        let cmd = vec![
-            hadss.display().to_string(),
-            "gateway".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ];
-        let pid = spawn_node(&cmd, dir, &node_dir.join("log"))?;
+        let (cmd, pid) = launch(hadss, "gateway", &config, dir, &node_dir)?;
         let endpoint = format!("http://127.0.0.1:{s3_port}");
         if cluster.s3.is_none() {
             cluster.s3 = Some(S3Endpoint {

@@ -511,9 +511,8 @@ impl Report {
     }
 }
 
-fn cluster_clients(cluster: &ClusterFile, dir: &std::path::Path) -> anyhow::Result<Arc<Vec<S3>>> {
+fn cluster_clients(cluster: &ClusterFile) -> anyhow::Result<Arc<Vec<S3>>> {
     let key = cluster.s3.as_ref().context("the cluster has no gateways")?;
-    let _ = dir;
     let gateways = cluster
         .nodes
         .iter()
@@ -798,7 +797,7 @@ pub async fn run(opts: &RunOptions) -> anyhow::Result<Report> {
 }
 
 async fn drive(opts: &RunOptions, up: &UpOptions, cluster: &mut ClusterFile) -> anyhow::Result<Report> {
-    let gateways = cluster_clients(cluster, &opts.dir)?;
+    let gateways = cluster_clients(cluster)?;
     gateways[0]
         .create_bucket()
         .await
@@ -833,27 +832,23 @@ async fn drive(opts: &RunOptions, up: &UpOptions, cluster: &mut ClusterFile) -> 
     let mut log = Vec::new();
     let mut filled = BTreeSet::new();
     let started = Instant::now();
-    // Steps at time 0 happen before the first operation.
-    let mut pending = steps.into_iter().peekable();
-    let mut harness_failures = Vec::new();
-    while let Some(step) = pending.next_if(|s| s.at_ms == 0) {
-        harness_failures.extend(
-            run_step(
-                &step,
-                cluster,
-                up,
-                &mut rng,
-                &mut filled,
-                &mut log,
-                &mut phases,
-                started,
-            )
-            .await,
-        );
-    }
+    // Steps at time 0 happen before the first operation; the workload starts with the
+    // first later step.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let load = tokio::spawn(workload::run(gateways.clone(), workload_opts, started, stop_rx));
-    for step in pending {
+    let start_load = || {
+        tokio::spawn(workload::run(
+            gateways.clone(),
+            workload_opts.clone(),
+            started,
+            stop_rx.clone(),
+        ))
+    };
+    let mut load = None;
+    let mut harness_failures = Vec::new();
+    for step in steps {
+        if step.at_ms > 0 && load.is_none() {
+            load = Some(start_load());
+        }
         let wait = step.at_ms.saturating_sub(workload::since_ms(started));
         tokio::time::sleep(Duration::from_millis(wait)).await;
         harness_failures.extend(
@@ -870,6 +865,7 @@ async fn drive(opts: &RunOptions, up: &UpOptions, cluster: &mut ClusterFile) -> 
             .await,
         );
     }
+    let load = load.unwrap_or_else(start_load);
     tokio::time::sleep(Duration::from_millis(
         duration_ms.saturating_sub(workload::since_ms(started)),
     ))
@@ -892,7 +888,7 @@ async fn drive(opts: &RunOptions, up: &UpOptions, cluster: &mut ClusterFile) -> 
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let gateways = cluster_clients(cluster, &opts.dir)?;
+    let gateways = cluster_clients(cluster)?;
     let finals = final_reads(&gateways, &ops, started).await;
     let final_reads = finals.iter().filter(|o| o.kind == Kind::Get).count();
     ops.extend(finals);

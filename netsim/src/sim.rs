@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use chunkstore::MerkleTree;
 use hadss::cluster::NodeId;
 use hadss::storage::antientropy::{self, Answer, Ask, Session};
-use hadss::storage::records::{KeyVersion, PARTITION_MERKLE_SHAPE, Version};
+use hadss::storage::records::{KeyVersion, PARTITION_MERKLE_SHAPE, Version, merkle_item};
 use hadss::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -265,15 +265,6 @@ struct Replica {
     tree: MerkleTree,
 }
 
-fn item(key: &[u8], version: &Version) -> ([u8; 32], [u8; 32]) {
-    let key_hash = *blake3::hash(key).as_bytes();
-    let mut h = blake3::Hasher::new();
-    h.update(key);
-    h.update(&version.hlc.to_le_bytes());
-    h.update(&version.unique);
-    (key_hash, *h.finalize().as_bytes())
-}
-
 impl Replica {
     fn new() -> Replica {
         Replica {
@@ -288,10 +279,10 @@ impl Replica {
             Some(held) if *held >= version => {}
             held => {
                 if let Some(old) = held {
-                    let (k, d) = item(key, old);
+                    let (k, d) = merkle_item(key, old);
                     self.tree.remove(&k, &d);
                 }
-                let (k, d) = item(key, &version);
+                let (k, d) = merkle_item(key, &version);
                 self.tree.insert(&k, &d);
                 self.records.insert(key.to_vec(), version);
             }

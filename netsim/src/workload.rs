@@ -146,15 +146,14 @@ async fn client(
             writes += 1;
             (u64::from(c) << 40) | writes
         });
-        let size = {
+        let body = write.map(|w| {
             let (min, max) = if rng.random_range(0..100u32) < opts.large_percent {
                 (opts.large_min_bytes, opts.large_max_bytes)
             } else {
                 (opts.size_min_bytes, opts.size_max_bytes)
             };
-            rng.random_range(min..=max.max(min))
-        };
-        let body = write.map(|w| Bytes::from(body::make(&key, w, size)));
+            Bytes::from(body::make(&key, w, rng.random_range(min..=max.max(min))))
+        });
         // A gateway that refuses the connection never saw the request: like any S3 SDK,
         // send it to another one (each at most once).
         let mut tried: Vec<usize> = Vec::new();

@@ -51,14 +51,47 @@ pub async fn meta_requests(
     secret: PreSharedKey,
     requests: Vec<(Multiaddr, MetaRequest)>,
 ) -> anyhow::Result<Vec<anyhow::Result<MetaResponse>>> {
+    batch(secret, META_PROTOCOL, META_LIMITS, requests).await
+}
+
+/// One request of one protocol to one node, from a throwaway identity.
+async fn one_off<Req, Resp>(
+    secret: PreSharedKey,
+    addr: &Multiaddr,
+    protocol: libp2p::StreamProtocol,
+    limits: crate::net::codec::FrameLimits,
+    request: Req,
+) -> anyhow::Result<Resp>
+where
+    Req: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
+    Resp: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
+{
+    batch(secret, protocol, limits, vec![(addr.clone(), request)])
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(anyhow::anyhow!("no answer from {addr}")))
+}
+
+/// Requests of one protocol to several nodes at once, from one throwaway identity; answers
+/// in the order asked, the whole batch within `ONE_OFF_TIMEOUT_MS`.
+async fn batch<Req, Resp>(
+    secret: PreSharedKey,
+    protocol: libp2p::StreamProtocol,
+    limits: crate::net::codec::FrameLimits,
+    requests: Vec<(Multiaddr, Req)>,
+) -> anyhow::Result<Vec<anyhow::Result<Resp>>>
+where
+    Req: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
+    Resp: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
+{
     let mut swarm = build_swarm(Keypair::generate_ed25519(), secret, |_| {
-        request_response::Behaviour::<PostcardCodec<MetaRequest, MetaResponse>>::with_codec(
-            PostcardCodec::new(META_LIMITS),
-            [(META_PROTOCOL, ProtocolSupport::Outbound)],
+        request_response::Behaviour::<PostcardCodec<Req, Resp>>::with_codec(
+            PostcardCodec::new(limits),
+            [(protocol, ProtocolSupport::Outbound)],
             request_response::Config::default().with_request_timeout(Duration::from_millis(ONE_OFF_TIMEOUT_MS)),
         )
     })?;
-    let mut answers: Vec<Option<anyhow::Result<MetaResponse>>> = Vec::with_capacity(requests.len());
+    let mut answers: Vec<Option<anyhow::Result<Resp>>> = Vec::with_capacity(requests.len());
     let mut pending = std::collections::HashMap::new();
     for (i, (addr, request)) in requests.into_iter().enumerate() {
         answers.push(None);
@@ -99,47 +132,4 @@ pub async fn meta_requests(
         .into_iter()
         .map(|a| a.unwrap_or_else(|| Err(anyhow::anyhow!("no answer within {ONE_OFF_TIMEOUT_MS} ms"))))
         .collect())
-}
-
-/// One request of one protocol to one node, from a throwaway identity.
-async fn one_off<Req, Resp>(
-    secret: PreSharedKey,
-    addr: &Multiaddr,
-    protocol: libp2p::StreamProtocol,
-    limits: crate::net::codec::FrameLimits,
-    request: Req,
-) -> anyhow::Result<Resp>
-where
-    Req: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
-    Resp: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
-{
-    let (peer, dial) = split_peer_addr(addr).ok_or_else(|| anyhow::anyhow!("{addr} does not end in /p2p/<peer id>"))?;
-    let mut swarm = build_swarm(Keypair::generate_ed25519(), secret, |_| {
-        request_response::Behaviour::<PostcardCodec<Req, Resp>>::with_codec(
-            PostcardCodec::new(limits),
-            [(protocol, ProtocolSupport::Outbound)],
-            request_response::Config::default().with_request_timeout(Duration::from_millis(ONE_OFF_TIMEOUT_MS)),
-        )
-    })?;
-    swarm.add_peer_address(peer, dial);
-    let id = swarm.behaviour_mut().send_request(&peer, request);
-    let run = async {
-        loop {
-            match swarm.select_next_some().await {
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { request_id, response },
-                    ..
-                }) if request_id == id => return Ok(response),
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, error, .. })
-                    if request_id == id =>
-                {
-                    anyhow::bail!("request to {peer} failed: {error}")
-                }
-                _ => {}
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_millis(ONE_OFF_TIMEOUT_MS), run)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from {peer} within {ONE_OFF_TIMEOUT_MS} ms"))?
 }

@@ -170,7 +170,8 @@ fn table_key(partition: u32, key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn merkle_item(key: &[u8], version: &Version) -> ([u8; 32], [u8; 32]) {
+/// A record's Merkle item: (BLAKE3 of its key, BLAKE3 of key and version).
+pub fn merkle_item(key: &[u8], version: &Version) -> ([u8; 32], [u8; 32]) {
     let key_hash = *blake3::hash(key).as_bytes();
     let mut h = blake3::Hasher::new();
     h.update(key);
