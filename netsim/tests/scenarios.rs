@@ -33,14 +33,23 @@ async fn run(scenario: Scenario, seed: u64, broken_ack: bool) -> Report {
     report
 }
 
+/// One line per broken invariant with its count and first example: short enough that CI's
+/// excerpt of the output keeps it (the full report is printed above it).
+fn failure_summary(report: &Report) -> String {
+    let mut by_kind: std::collections::BTreeMap<&str, (usize, &str)> = Default::default();
+    for v in &report.violations {
+        by_kind.entry(&v.invariant).or_insert((0, &v.detail)).0 += 1;
+    }
+    let mut out = format!("{} failed its invariants:", report.scenario.name());
+    for (kind, (count, first)) in by_kind {
+        out.push_str(&format!("\n  {kind} x{count}, first: {first}"));
+    }
+    out
+}
+
 async fn passes(scenario: Scenario) {
     let report = run(scenario, 1, false).await;
-    assert!(
-        report.pass,
-        "{} failed its invariants: {:#?}",
-        scenario.name(),
-        report.violations
-    );
+    assert!(report.pass, "{}", failure_summary(&report));
     let (ok, all) = report.ops.iter().fold((0, 0), |(o, a), (_, ok, all)| (o + ok, a + all));
     assert!(all > 0 && ok > 0, "the workload did nothing");
 }
