@@ -24,7 +24,7 @@ use chunkstore::MerkleTree;
 use hadss::cluster::NodeId;
 use hadss::storage::antientropy::{self, Answer, Ask, Session};
 use hadss::storage::records::{KeyVersion, PARTITION_MERKLE_SHAPE, Version, merkle_item};
-use hadss::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
+use hadss::storage::replication::{Counting, Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -134,6 +134,11 @@ fn write_seed(seed: u64) -> Result<String, String> {
     let n = rng.random_range(1..=5usize);
     let w = rng.random_range(1..=n);
     let fallbacks = rng.random_range(0..=4usize);
+    let counting = if rng.random_bool(0.5) {
+        Counting::Replicas
+    } else {
+        Counting::AnyTarget
+    };
     let total = n + fallbacks;
     let timeouts = WriteTimeouts {
         target_timeout_ms: rng.random_range(50..500u64),
@@ -150,11 +155,12 @@ fn write_seed(seed: u64) -> Result<String, String> {
         .collect();
     let index = |id: &NodeId| nodes.iter().position(|n| n == id);
     let is_alive = |id: &NodeId| index(id).is_some_and(|i| alive[i]);
-    let describe = format!("N={n} W={w} fallbacks={fallbacks} {timeouts:?} alive={alive:?} behaviour={behaviour:?}");
+    let describe =
+        format!("N={n} W={w} {counting:?} fallbacks={fallbacks} {timeouts:?} alive={alive:?} behaviour={behaviour:?}");
 
     let mut now_ms = 0u64;
     let mut fx = Vec::new();
-    let mut coord = WriteCoordinator::start(now_ms, &nodes, n, w, timeouts, &is_alive, &mut fx);
+    let mut coord = WriteCoordinator::start(now_ms, &nodes, n, w, counting, timeouts, &is_alive, &mut fx);
     let mut queue: BinaryHeap<std::cmp::Reverse<(u64, u64, Event)>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut sent: BTreeSet<usize> = BTreeSet::new();
@@ -237,6 +243,12 @@ fn write_seed(seed: u64) -> Result<String, String> {
             }
             if !on.is_subset(&acked_by) {
                 return Err(format!("{describe}: acked on nodes that never acknowledged"));
+            }
+            // Nodes 0..n are the replicas.
+            if counting == Counting::Replicas && on.iter().filter(|&&i| i < n).count() < w {
+                return Err(format!(
+                    "{describe}: acked on {durable_on:?}: fewer than W={w} replicas"
+                ));
             }
             Ok(format!("{describe}: acked at {done_at} ms on {}", on.len()))
         }

@@ -44,7 +44,7 @@ use crate::net::codec::PostcardCodec;
 use crate::net::transport::build_swarm;
 use crate::storage::hints::{Hint, HintItem, HintStore};
 use crate::storage::records::{Record, RecordStore};
-use crate::storage::replication::{Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
+use crate::storage::replication::{Counting, Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
 
 mod antientropy;
 mod keys;
@@ -1315,6 +1315,7 @@ impl Inner {
         self: &Arc<Self>,
         preference: Vec<NodeId>,
         (n, w): (usize, usize),
+        counting: Counting,
         payload_size_bytes: u64,
         send: F,
     ) -> Outcome
@@ -1330,7 +1331,8 @@ impl Inner {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(crate::net::fault::BROKEN_REPLICATION_DELAY_MS)).await;
                 let (tx, _rx) = oneshot::channel();
-                this.drive_write(preference, (n, w), payload_size_bytes, send, tx).await
+                this.drive_write(preference, (n, w), counting, payload_size_bytes, send, tx)
+                    .await
             });
             return Outcome::Acked {
                 durable_on: Vec::new(),
@@ -1338,7 +1340,7 @@ impl Inner {
             };
         }
         tokio::spawn(async move {
-            this.drive_write(preference, (n, w), payload_size_bytes, send, out_tx)
+            this.drive_write(preference, (n, w), counting, payload_size_bytes, send, out_tx)
                 .await
         });
         out_rx.await.unwrap_or(Outcome::Failed {
@@ -1353,6 +1355,7 @@ impl Inner {
         self: Arc<Self>,
         preference: Vec<NodeId>,
         (n, w): (usize, usize),
+        counting: Counting,
         payload_size_bytes: u64,
         send: F,
         out_tx: oneshot::Sender<Outcome>,
@@ -1364,7 +1367,7 @@ impl Inner {
         let alive = |n: &NodeId| self.is_alive(n);
         let mut fx = Vec::new();
         let timeouts = self.timeouts.for_payload(payload_size_bytes);
-        let mut coord = WriteCoordinator::start(self.now_ms(), &preference, n, w, timeouts, &alive, &mut fx);
+        let mut coord = WriteCoordinator::start(self.now_ms(), &preference, n, w, counting, timeouts, &alive, &mut fx);
         let (tx, mut rx) = mpsc::channel::<(NodeId, bool)>(crate::storage::replication::TARGETS_MAX * 2);
         let mut timers: BTreeSet<u64> = BTreeSet::new();
         loop {
@@ -1430,24 +1433,30 @@ impl Inner {
         let me = self.node_id.clone();
         let this = self.clone();
         let outcome = self
-            .replicate(preference, (n, w), data.len() as u64, move |to, hint_for| {
-                let this = this.clone();
-                let data = data.clone();
-                let me = me.clone();
-                async move {
-                    if to == me {
-                        this.store_chunk_with_hint(id, data, hint_for).await.is_ok()
-                    } else {
-                        let req = ChunkRequest::Put {
-                            id: id.0,
-                            data: data.to_vec(),
-                            coordinate: false,
-                            hint_for: hint_for.map(|h| h.0),
-                        };
-                        matches!(this.request_chunk(&to, req).await, Ok(ChunkResponse::Stored { .. }))
+            .replicate(
+                preference,
+                (n, w),
+                Counting::AnyTarget,
+                data.len() as u64,
+                move |to, hint_for| {
+                    let this = this.clone();
+                    let data = data.clone();
+                    let me = me.clone();
+                    async move {
+                        if to == me {
+                            this.store_chunk_with_hint(id, data, hint_for).await.is_ok()
+                        } else {
+                            let req = ChunkRequest::Put {
+                                id: id.0,
+                                data: data.to_vec(),
+                                coordinate: false,
+                                hint_for: hint_for.map(|h| h.0),
+                            };
+                            matches!(this.request_chunk(&to, req).await, Ok(ChunkResponse::Stored { .. }))
+                        }
                     }
-                }
-            })
+                },
+            )
             .await;
         bump(match &outcome {
             Outcome::Acked { .. } => &self.counters.writes_acked,
@@ -1608,30 +1617,36 @@ impl Inner {
         let superseded = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen_newer = superseded.clone();
         let outcome = self
-            .replicate(preference, (n, w), payload_size_bytes, move |to, hint_for| {
-                let this = this.clone();
-                let record = record.clone();
-                let me = me.clone();
-                let seen_newer = seen_newer.clone();
-                async move {
-                    let applied = if to == me {
-                        this.store_records_locally(vec![(*record).clone()], hint_for).await.ok()
-                    } else {
-                        let req = MetaRequest::Put {
-                            records: vec![(*record).clone()],
-                            hint_for: hint_for.map(|h| h.0),
+            .replicate(
+                preference,
+                (n, w),
+                Counting::Replicas,
+                payload_size_bytes,
+                move |to, hint_for| {
+                    let this = this.clone();
+                    let record = record.clone();
+                    let me = me.clone();
+                    let seen_newer = seen_newer.clone();
+                    async move {
+                        let applied = if to == me {
+                            this.store_records_locally(vec![(*record).clone()], hint_for).await.ok()
+                        } else {
+                            let req = MetaRequest::Put {
+                                records: vec![(*record).clone()],
+                                hint_for: hint_for.map(|h| h.0),
+                            };
+                            match this.request_meta(&to, req).await {
+                                Ok(MetaResponse::Applied(applied)) => Some(applied),
+                                _ => None,
+                            }
                         };
-                        match this.request_meta(&to, req).await {
-                            Ok(MetaResponse::Applied(applied)) => Some(applied),
-                            _ => None,
+                        if applied.as_ref().is_some_and(|a| a.contains(&false)) {
+                            seen_newer.store(true, std::sync::atomic::Ordering::Relaxed);
                         }
-                    };
-                    if applied.as_ref().is_some_and(|a| a.contains(&false)) {
-                        seen_newer.store(true, std::sync::atomic::Ordering::Relaxed);
+                        applied.is_some()
                     }
-                    applied.is_some()
-                }
-            })
+                },
+            )
             .await;
         bump(match &outcome {
             Outcome::Acked { .. } => &self.counters.writes_acked,
@@ -1655,10 +1670,11 @@ impl Inner {
             anyhow::bail!("no cluster map yet");
         };
         let (map, placement) = &*view;
-        let r = usize::from(map.policy.read_quorum);
+        let (n, r) = (usize::from(map.policy.replication), usize::from(map.policy.read_quorum));
         let preference: Vec<NodeId> = placement.preference(partition).cloned().collect();
+        let replicas: Vec<NodeId> = preference.iter().take(n).cloned().collect();
         let (answers, counted): (Vec<(NodeId, Option<Record>)>, usize) = self
-            .quorum_read(preference, r, |node: NodeId| {
+            .quorum_read(preference, (n, r), |node: NodeId| {
                 let this = self.clone();
                 let key = key.clone();
                 async move {
@@ -1677,9 +1693,9 @@ impl Inner {
             .cloned();
         if let Some(newest) = &newest {
             // Read repair: replicas that answered with an older version (or nothing) get the
-            // newest, in the background.
+            // newest, in the background. Only replicas: a fallback's copy would be surplus.
             for (node, answer) in answers {
-                if answer.is_none_or(|a| a.version < newest.version) {
+                if replicas.contains(&node) && answer.is_none_or(|a| a.version < newest.version) {
                     let this = self.clone();
                     let record = newest.clone();
                     tokio::spawn(async move { this.repair_record(node, record).await });
@@ -1692,14 +1708,30 @@ impl Inner {
     /// Asks the first `r` nodes of `preference` in parallel (members SWIM reports down
     /// last; stable otherwise); each one that cannot answer brings in the next, and so does
     /// one still silent after `HEDGED_READ_DELAY_MS` (a partitioned or paused replica
-    /// stalls rather than fails), while hedge tokens last. An answer marked partial (its
-    /// node is still filling the partition) is kept but does not count: it brings in the
-    /// next node too. Returns every answer, and how many counted (at most `r`).
-    async fn quorum_read<T, F, Fut>(&self, mut preference: Vec<NodeId>, r: usize, ask: F) -> (Vec<(NodeId, T)>, usize)
+    /// stalls rather than fails), while hedge tokens last. Returns every answer, and how
+    /// many counted (at most `r`).
+    ///
+    /// Only the replicas' answers (the first `n` of `preference`) count: records are written
+    /// to W replicas (`Counting::Replicas`), and R + W > N makes any R replicas include one
+    /// that has the newest acknowledged version. A fallback's answer is kept (its hinted
+    /// copy may be newer) but does not count; counting it could make a quorum of replicas
+    /// that missed a write plus a node that never had it. An answer marked filling (a new
+    /// owner still copying the partition from its old owners) does not count either; each
+    /// one lets one later node of the list count in its place, so reads during a move reach
+    /// the old owners the new one displaced. (Approximate: see ARCHITECTURE.md, rebalancing.)
+    async fn quorum_read<T, F, Fut>(
+        &self,
+        mut preference: Vec<NodeId>,
+        (n, r): (usize, usize),
+        ask: F,
+    ) -> (Vec<(NodeId, T)>, usize)
     where
         F: Fn(NodeId) -> Fut,
         Fut: std::future::Future<Output = (NodeId, Option<(T, bool)>)>,
     {
+        let replicas: Vec<NodeId> = preference.iter().take(n).cloned().collect();
+        // Answers from beyond the replicas that may still count, one per filling replica.
+        let mut stand_ins = 0usize;
         preference.sort_by_key(|n| !self.is_alive(n));
         self.earn_hedge_token();
         let mut answers = Vec::new();
@@ -1726,15 +1758,30 @@ impl Inner {
                 }
                 else => break,
             };
+            let is_replica = replicas.contains(&node);
+            let counts = match &answer {
+                Some((_, false)) if is_replica => true,
+                Some((_, false)) if stand_ins > 0 => {
+                    stand_ins -= 1;
+                    true
+                }
+                Some((_, filling)) => {
+                    if *filling && is_replica {
+                        stand_ins += 1;
+                    }
+                    false
+                }
+                None => false,
+            };
             match answer {
-                Some((a, false)) => {
+                Some((a, _)) if counts => {
                     answers.push((node, a));
                     counted += 1;
                     if counted >= r {
                         break;
                     }
                 }
-                Some((a, true)) => {
+                Some((a, _)) => {
                     answers.push((node, a));
                     if next < preference.len() {
                         asking.push(ask(preference[next].clone()));
@@ -1797,12 +1844,15 @@ impl Inner {
         let Some(view) = self.view() else {
             anyhow::bail!("no cluster map yet");
         };
-        let r = usize::from(view.0.policy.read_quorum);
+        let (n, r) = (
+            usize::from(view.0.policy.replication),
+            usize::from(view.0.policy.read_quorum),
+        );
         let limit = limit.clamp(1, crate::storage::records::SCAN_RECORDS_MAX);
         let preference: Vec<NodeId> = view.1.preference(partition).cloned().collect();
         let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
         let (pages, counted) = self
-            .quorum_read(preference, r, |node: NodeId| {
+            .quorum_read(preference, (n, r), |node: NodeId| {
                 let this = self.clone();
                 let (prefix, after) = (prefix.clone(), after.clone());
                 async move {

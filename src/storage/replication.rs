@@ -10,7 +10,9 @@
 //!
 //! Invariants (checked by assertions and by a property test over random event sequences):
 //! - `Outcome::Acked` is emitted only when at least W distinct targets reported the payload
-//!   durable; it is emitted at most once, and nothing is emitted after the outcome.
+//!   durable (with `Counting::Replicas`, W distinct *replicas*: the fallbacks' hinted copies
+//!   add durability but not quorum); it is emitted at most once, and nothing is emitted after
+//!   the outcome.
 //! - Every target is sent to at most once; a replica that fails or times out is replaced by the
 //!   next live fallback node not yet used, carrying a hint naming the replica.
 //! - Acks from nodes that were never sent to, and repeated acks, change nothing.
@@ -67,6 +69,20 @@ impl Default for WriteTimeouts {
             write_timeout_ms: WRITE_TIMEOUT_MS_DEFAULT,
         }
     }
+}
+
+/// Which durable copies count towards W.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// Any target's, fallbacks included (a sloppy quorum). Right for content-addressed
+    /// chunks: a chunk read searches the whole preference list and any verified copy is the
+    /// chunk.
+    AnyTarget,
+    /// Only the replicas' own (the first N of the preference list). Right for records, which
+    /// change: a read counts R replicas' answers, and R + W > N makes every read quorum meet
+    /// every write quorum. A fallback's hinted copy in a replica's place does not count, since a
+    /// read that asks that replica (back, or reachable again) would not see it.
+    Replicas,
 }
 
 /// What the coordinator asks its shell to do.
@@ -139,6 +155,7 @@ struct Target {
 #[derive(Debug)]
 pub struct WriteCoordinator {
     write_quorum: usize,
+    counting: Counting,
     timeouts: WriteTimeouts,
     deadline_ms: u64,
     /// Replicas first, then fallbacks, as placement ordered them.
@@ -156,12 +173,14 @@ pub struct WriteCoordinator {
 impl WriteCoordinator {
     /// Starts a write to the first `replication` nodes of `preference`, replacing each one
     /// `is_alive` says is down by the next live fallback. `write_quorum` copies must become
-    /// durable.
+    /// durable, counted as `counting` says.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         now_ms: u64,
         preference: &[NodeId],
         replication: usize,
         write_quorum: usize,
+        counting: Counting,
         timeouts: WriteTimeouts,
         is_alive: &dyn Fn(&NodeId) -> bool,
         effects: &mut Vec<WriteEffect>,
@@ -171,6 +190,7 @@ impl WriteCoordinator {
         let replicas = replication.min(preference.len());
         let mut c = WriteCoordinator {
             write_quorum,
+            counting,
             timeouts,
             deadline_ms: now_ms.saturating_add(timeouts.write_timeout_ms),
             next_fallback: replicas,
@@ -320,8 +340,20 @@ impl WriteCoordinator {
         }
     }
 
+    /// Whether a durable copy on this target counts towards W.
+    fn counts(&self, t: &Target) -> bool {
+        match self.counting {
+            Counting::AnyTarget => true,
+            Counting::Replicas => t.hint_for.is_none(),
+        }
+    }
+
+    /// Durable copies that count towards W.
     fn durable_count(&self) -> usize {
-        self.durable_order.len()
+        self.durable_order
+            .iter()
+            .filter(|id| self.counts(&self.targets[*id]))
+            .count()
     }
 
     fn check(&mut self, effects: &mut Vec<WriteEffect>) {
@@ -337,7 +369,7 @@ impl WriteCoordinator {
                     t.hint_for.clone().map(|r| (r, id.clone()))
                 })
                 .collect();
-            assert!(self.durable_order.len() >= self.write_quorum);
+            assert!(self.durable_count() >= self.write_quorum);
             self.done = true;
             self.acked = true;
             effects.push(WriteEffect::Done(Outcome::Acked {
@@ -349,9 +381,12 @@ impl WriteCoordinator {
         let pending = self
             .targets
             .values()
-            .filter(|t| matches!(t.state, TargetState::Pending { .. }))
+            .filter(|t| matches!(t.state, TargetState::Pending { .. }) && self.counts(t))
             .count();
-        if self.durable_count() + pending < self.write_quorum && self.next_fallback >= self.preference.len() {
+        // Counting any target, fallbacks not yet tried may still make up the quorum; counting
+        // replicas, a failed replica is gone for this write.
+        let more_may_count = self.counting == Counting::AnyTarget && self.next_fallback < self.preference.len();
+        if self.durable_count() + pending < self.write_quorum && !more_may_count {
             self.finish_failed(FailReason::NoTargetsLeft, effects);
         }
     }
@@ -395,7 +430,16 @@ mod tests {
     fn all_alive_acks_at_quorum() {
         let pref = ids(5);
         let mut fx = Vec::new();
-        let mut c = WriteCoordinator::start(0, &pref, 3, 2, WriteTimeouts::default(), &|_| true, &mut fx);
+        let mut c = WriteCoordinator::start(
+            0,
+            &pref,
+            3,
+            2,
+            Counting::AnyTarget,
+            WriteTimeouts::default(),
+            &|_| true,
+            &mut fx,
+        );
         assert_eq!(
             sends(&fx),
             vec![
@@ -420,7 +464,16 @@ mod tests {
         let dead = pref[1].clone();
         let alive = move |n: &NodeId| *n != dead;
         let mut fx = Vec::new();
-        let mut c = WriteCoordinator::start(0, &pref, 3, 3, WriteTimeouts::default(), &alive, &mut fx);
+        let mut c = WriteCoordinator::start(
+            0,
+            &pref,
+            3,
+            3,
+            Counting::AnyTarget,
+            WriteTimeouts::default(),
+            &alive,
+            &mut fx,
+        );
         let s = sends(&fx);
         assert!(s.contains(&(pref[3].clone(), Some(pref[1].clone()))), "{s:?}");
         for n in [&pref[0], &pref[2], &pref[3]] {
@@ -433,11 +486,77 @@ mod tests {
     }
 
     #[test]
+    fn counting_replicas_a_fallback_copy_adds_durability_not_quorum() {
+        let pref = ids(5);
+        let dead = pref[1].clone();
+        let alive = move |n: &NodeId| *n != dead;
+        let mut fx = Vec::new();
+        let mut c = WriteCoordinator::start(
+            0,
+            &pref,
+            3,
+            2,
+            Counting::Replicas,
+            WriteTimeouts::default(),
+            &alive,
+            &mut fx,
+        );
+        assert!(sends(&fx).contains(&(pref[3].clone(), Some(pref[1].clone()))));
+        c.handle_ack(&pref[3], &mut fx);
+        c.handle_ack(&pref[0], &mut fx);
+        assert!(
+            outcome(&fx).is_none(),
+            "one replica and a stand-in are not a quorum: {fx:?}"
+        );
+        c.handle_ack(&pref[2], &mut fx);
+        let Some(Outcome::Acked { durable_on, hints }) = outcome(&fx) else {
+            panic!("not acked: {fx:?}")
+        };
+        assert_eq!(durable_on.len(), 3);
+        assert_eq!(hints, &vec![(pref[1].clone(), pref[3].clone())]);
+
+        // Two replicas failing: the write fails at once, fallbacks or not.
+        let mut fx = Vec::new();
+        let mut c = WriteCoordinator::start(
+            0,
+            &pref,
+            3,
+            2,
+            Counting::Replicas,
+            WriteTimeouts::default(),
+            &|_| true,
+            &mut fx,
+        );
+        c.handle_failure(1, &pref[0], &|_| true, &mut fx);
+        assert!(outcome(&fx).is_none());
+        c.handle_failure(2, &pref[1], &|_| true, &mut fx);
+        assert!(
+            matches!(
+                outcome(&fx),
+                Some(Outcome::Failed {
+                    reason: FailReason::NoTargetsLeft,
+                    ..
+                })
+            ),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
     fn a_replica_failing_after_the_ack_still_gets_a_hinted_fallback() {
         let pref = ids(5);
         let all_alive = |_: &NodeId| true;
         let mut fx = Vec::new();
-        let mut c = WriteCoordinator::start(0, &pref, 3, 2, WriteTimeouts::default(), &all_alive, &mut fx);
+        let mut c = WriteCoordinator::start(
+            0,
+            &pref,
+            3,
+            2,
+            Counting::AnyTarget,
+            WriteTimeouts::default(),
+            &all_alive,
+            &mut fx,
+        );
         c.handle_ack(&pref[0], &mut fx);
         c.handle_ack(&pref[1], &mut fx);
         assert!(matches!(outcome(&fx), Some(Outcome::Acked { .. })));
@@ -462,7 +581,7 @@ mod tests {
             write_timeout_ms: 1000,
         };
         let mut fx = Vec::new();
-        let mut c = WriteCoordinator::start(0, &pref, 3, 2, t, &|_| true, &mut fx);
+        let mut c = WriteCoordinator::start(0, &pref, 3, 2, Counting::AnyTarget, t, &|_| true, &mut fx);
         c.handle_ack(&pref[0], &mut fx);
         fx.clear();
         c.handle_timer(100, &|_| true, &mut fx);
@@ -521,7 +640,9 @@ mod properties {
             w_raw in 1usize..6,
             initially_dead in proptest::collection::btree_set(0usize..10, 0..5),
             events in proptest::collection::vec(event(), 0..60),
+            replicas_only in any::<bool>(),
         ) {
+            let counting = if replicas_only { Counting::Replicas } else { Counting::AnyTarget };
             let n = n_raw.min(len).max(1);
             let w = w_raw.min(n);
             let pref: Vec<NodeId> = (0..len).map(|i| NodeId(vec![i as u8 + 1])).collect();
@@ -533,7 +654,7 @@ mod properties {
                 let dead = dead.clone();
                 move |id: &NodeId| !dead.contains(&(usize::from(id.0[0]) - 1))
             };
-            let mut c = WriteCoordinator::start(now, &pref, n, w, timeouts, &alive_of(&dead), &mut fx);
+            let mut c = WriteCoordinator::start(now, &pref, n, w, counting, timeouts, &alive_of(&dead), &mut fx);
             let mut sent: BTreeSet<NodeId> = BTreeSet::new();
             let mut acked_by_harness: BTreeSet<NodeId> = BTreeSet::new();
             let mut decisions = 0;
@@ -557,6 +678,9 @@ mod properties {
                             let distinct: BTreeSet<_> = durable_on.iter().cloned().collect();
                             prop_assert_eq!(distinct.len(), durable_on.len());
                             prop_assert!(durable_on.len() >= w, "acked with {} < W={}", durable_on.len(), w);
+                            // Node ids are 1 + their index in the preference list.
+                            let on_replicas = durable_on.iter().filter(|d| usize::from(d.0[0]) - 1 < n).count();
+                            prop_assert!(!replicas_only || on_replicas >= w, "acked with {} < W={} replicas", on_replicas, w);
                             prop_assert!(durable_on.iter().all(|d| acked.contains(d) && sent.contains(d)));
                         }
                         WriteEffect::Done(Outcome::Failed { .. }) => {
@@ -594,12 +718,13 @@ mod properties {
 
         /// With every node alive and acknowledging, every write is acknowledged.
         #[test]
-        fn acks_when_everyone_answers(len in 1usize..10, n_raw in 1usize..6, w_raw in 1usize..6) {
+        fn acks_when_everyone_answers(len in 1usize..10, n_raw in 1usize..6, w_raw in 1usize..6, replicas_only in any::<bool>()) {
+            let counting = if replicas_only { Counting::Replicas } else { Counting::AnyTarget };
             let n = n_raw.min(len);
             let w = w_raw.min(n);
             let pref: Vec<NodeId> = (0..len).map(|i| NodeId(vec![i as u8 + 1])).collect();
             let mut fx = Vec::new();
-            let mut c = WriteCoordinator::start(0, &pref, n, w, WriteTimeouts::default(), &|_| true, &mut fx);
+            let mut c = WriteCoordinator::start(0, &pref, n, w, counting, WriteTimeouts::default(), &|_| true, &mut fx);
             let targets: Vec<NodeId> = fx.iter().filter_map(|e| match e { WriteEffect::Send { to, .. } => Some(to.clone()), _ => None }).collect();
             prop_assert_eq!(targets.len(), n);
             for t in &targets {
