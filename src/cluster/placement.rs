@@ -117,6 +117,11 @@ impl Placement {
         self.epoch
     }
 
+    /// Number of storage nodes placement draws from.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Number of partitions.
     pub fn partitions(&self) -> u32 {
         self.table.len() as u32

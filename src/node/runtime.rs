@@ -44,7 +44,7 @@ use crate::net::codec::PostcardCodec;
 use crate::net::transport::build_swarm;
 use crate::storage::hints::{Hint, HintItem, HintStore};
 use crate::storage::records::{Record, RecordStore};
-use crate::storage::replication::{Counting, Outcome, WriteCoordinator, WriteEffect, WriteTimeouts};
+use crate::storage::replication::{Counting, Outcome, ReadTally, WriteCoordinator, WriteEffect, WriteTimeouts};
 
 mod antientropy;
 mod keys;
@@ -354,13 +354,53 @@ fn bump(counter: &std::sync::atomic::AtomicU64) {
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// A partition this node is filling (see `Inner::filling`).
+#[derive(Debug)]
+struct Filling {
+    /// Its owners under the epoch before.
+    old_owners: Vec<NodeId>,
+    /// Those that completed an anti-entropy session with this node since.
+    synced: Vec<NodeId>,
+    /// How many must have: R (any R old owners include one holding each write acknowledged
+    /// before the move), or all of them when there are fewer.
+    needed: usize,
+}
+
+impl Filling {
+    fn new(old_owners: Vec<NodeId>, read_quorum: usize) -> Filling {
+        let needed = read_quorum.clamp(1, old_owners.len().max(1));
+        Filling {
+            old_owners,
+            synced: Vec::new(),
+            needed,
+        }
+    }
+
+    fn unsynced(&self) -> Vec<NodeId> {
+        self.old_owners
+            .iter()
+            .filter(|o| !self.synced.contains(o))
+            .cloned()
+            .collect()
+    }
+
+    /// Notes a completed session; whether the partition is now filled.
+    fn synced_with(&mut self, old_owner: &NodeId) -> bool {
+        if self.old_owners.contains(old_owner) && !self.synced.contains(old_owner) {
+            self.synced.push(old_owner.clone());
+        }
+        self.synced.len() >= self.needed
+    }
+}
+
 struct Inner {
     node_id: NodeId,
     /// Partitions this node became an owner of in a new epoch, with their owners under the
-    /// epoch before: until an anti-entropy session with one of those completes, this node's
-    /// copy may be incomplete, and it refuses reads of the partition (`ErrorCode::Filling`),
-    /// so quorum reads go on to the next replica (the old owners follow the new ones).
-    filling: Mutex<HashMap<u32, Vec<NodeId>>>,
+    /// epoch before: until anti-entropy sessions with R of those complete, this node's copy
+    /// may be incomplete, and it marks its answers to reads of the partition `Filling`, so
+    /// quorum reads do not count them and go on to the next node (the old owners follow the
+    /// new ones).
+    filling: Mutex<HashMap<u32, Filling>>,
     started: Instant,
     chunks: Arc<chunkstore::Store>,
     records: Arc<RecordStore>,
@@ -929,7 +969,7 @@ impl Inner {
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
             if view.as_ref().is_none_or(|v| v.0.epoch <= epoch) {
                 if let Some(old) = view.as_ref() {
-                    self.note_filling(&old.1, &placement);
+                    self.note_filling(&old.1, &placement, usize::from(map.policy.read_quorum));
                 }
                 *view = Some(Arc::new((map, placement)));
             }
@@ -939,8 +979,8 @@ impl Inner {
     }
 
     /// Records the partitions this node owns under `new` but did not under `old` (with
-    /// their old owners), as filling.
-    fn note_filling(&self, old: &Placement, new: &Placement) {
+    /// their old owners), as filling until `read_quorum` of those old owners synced with it.
+    fn note_filling(&self, old: &Placement, new: &Placement, read_quorum: usize) {
         if old.partitions() != new.partitions() {
             return;
         }
@@ -949,7 +989,9 @@ impl Inner {
             let owns_now = new.replicas(p).any(|n| *n == self.node_id);
             let owners_before: Vec<NodeId> = old.replicas(p).cloned().collect();
             if owns_now && !owners_before.contains(&self.node_id) && !owners_before.is_empty() {
-                filling.entry(p).or_insert(owners_before);
+                filling
+                    .entry(p)
+                    .or_insert_with(|| Filling::new(owners_before, read_quorum));
             } else if !owns_now {
                 filling.remove(&p);
             }
@@ -959,13 +1001,14 @@ impl Inner {
         }
     }
 
-    /// The old owners of a partition this node is still filling.
+    /// The old owners of a partition this node is still filling that have not synced with
+    /// it yet.
     fn filling_from(&self, partition: u32) -> Option<Vec<NodeId>> {
         self.filling
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&partition)
-            .cloned()
+            .map(Filling::unsynced)
     }
 
     /// Whether reads of `partition` must skip this node (see `filling`).
@@ -976,15 +1019,12 @@ impl Inner {
             .contains_key(&partition)
     }
 
-    /// An anti-entropy session with an old owner of `partition` completed: filled.
-    fn filled(&self, partition: u32) {
-        if self
-            .filling
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&partition)
-            .is_some()
-        {
+    /// An anti-entropy session with `old_owner`, an old owner of `partition`, completed:
+    /// filled once R old owners have.
+    fn filled(&self, partition: u32, old_owner: &NodeId) {
+        let mut filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+        if filling.get_mut(&partition).is_some_and(|f| f.synced_with(old_owner)) {
+            filling.remove(&partition);
             tracing::debug!(partition, "partition filled");
         }
     }
@@ -1673,8 +1713,9 @@ impl Inner {
         let (n, r) = (usize::from(map.policy.replication), usize::from(map.policy.read_quorum));
         let preference: Vec<NodeId> = placement.preference(partition).cloned().collect();
         let replicas: Vec<NodeId> = preference.iter().take(n).cloned().collect();
+        let nodes = placement.node_count();
         let (answers, counted): (Vec<(NodeId, Option<Record>)>, usize) = self
-            .quorum_read(preference, (n, r), |node: NodeId| {
+            .quorum_read(preference, (n, r, nodes), |node: NodeId| {
                 let this = self.clone();
                 let key = key.clone();
                 async move {
@@ -1706,23 +1747,15 @@ impl Inner {
     }
 
     /// Asks the first `r` nodes of `preference` in parallel (members SWIM reports down
-    /// last; stable otherwise); each one that cannot answer brings in the next, and so does
-    /// one still silent after `HEDGED_READ_DELAY_MS` (a partitioned or paused replica
-    /// stalls rather than fails), while hedge tokens last. Returns every answer, and how
-    /// many counted (at most `r`).
-    ///
-    /// Only the replicas' answers (the first `n` of `preference`) count: records are written
-    /// to W replicas (`Counting::Replicas`), and R + W > N makes any R replicas include one
-    /// that has the newest acknowledged version. A fallback's answer is kept (its hinted
-    /// copy may be newer) but does not count; counting it could make a quorum of replicas
-    /// that missed a write plus a node that never had it. An answer marked filling (a new
-    /// owner still copying the partition from its old owners) does not count either; each
-    /// one lets one later node of the list count in its place, so reads during a move reach
-    /// the old owners the new one displaced. (Approximate: see ARCHITECTURE.md, rebalancing.)
+    /// last; stable otherwise); each one that cannot answer, or whose answer does not count,
+    /// brings in the next, and so does one still silent after `HEDGED_READ_DELAY_MS` (a
+    /// partitioned or paused replica stalls rather than fails), while hedge tokens last.
+    /// Returns every answer, and how many counted (at most `r`; how they count:
+    /// `ReadTally`). `nodes` is the number of storage nodes in the map.
     async fn quorum_read<T, F, Fut>(
         &self,
         mut preference: Vec<NodeId>,
-        (n, r): (usize, usize),
+        (n, r, nodes): (usize, usize, usize),
         ask: F,
     ) -> (Vec<(NodeId, T)>, usize)
     where
@@ -1730,12 +1763,10 @@ impl Inner {
         Fut: std::future::Future<Output = (NodeId, Option<(T, bool)>)>,
     {
         let replicas: Vec<NodeId> = preference.iter().take(n).cloned().collect();
-        // Answers from beyond the replicas that may still count, one per filling replica.
-        let mut stand_ins = 0usize;
         preference.sort_by_key(|n| !self.is_alive(n));
         self.earn_hedge_token();
         let mut answers = Vec::new();
-        let mut counted = 0;
+        let mut tally = ReadTally::default();
         let mut next = 0;
         let mut asking = futures::stream::FuturesUnordered::new();
         while next < preference.len() && asking.len() < r {
@@ -1758,44 +1789,24 @@ impl Inner {
                 }
                 else => break,
             };
-            let is_replica = replicas.contains(&node);
-            let counts = match &answer {
-                Some((_, false)) if is_replica => true,
-                Some((_, false)) if stand_ins > 0 => {
-                    stand_ins -= 1;
-                    true
+            if let Some((a, filling)) = answer {
+                let before = tally.counted(nodes, r);
+                tally.answer(replicas.contains(&node), filling);
+                answers.push((node, a));
+                let counted = tally.counted(nodes, r);
+                if counted >= r {
+                    break;
                 }
-                Some((_, filling)) => {
-                    if *filling && is_replica {
-                        stand_ins += 1;
-                    }
-                    false
+                if counted > before {
+                    continue;
                 }
-                None => false,
-            };
-            match answer {
-                Some((a, _)) if counts => {
-                    answers.push((node, a));
-                    counted += 1;
-                    if counted >= r {
-                        break;
-                    }
-                }
-                Some((a, _)) => {
-                    answers.push((node, a));
-                    if next < preference.len() {
-                        asking.push(ask(preference[next].clone()));
-                        next += 1;
-                    }
-                }
-                None if next < preference.len() => {
-                    asking.push(ask(preference[next].clone()));
-                    next += 1;
-                }
-                None => {}
+            }
+            if next < preference.len() {
+                asking.push(ask(preference[next].clone()));
+                next += 1;
             }
         }
-        (answers, counted)
+        (answers, tally.counted(nodes, r))
     }
 
     fn earn_hedge_token(&self) {
@@ -1851,8 +1862,9 @@ impl Inner {
         let limit = limit.clamp(1, crate::storage::records::SCAN_RECORDS_MAX);
         let preference: Vec<NodeId> = view.1.preference(partition).cloned().collect();
         let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
+        let nodes = view.1.node_count();
         let (pages, counted) = self
-            .quorum_read(preference, (n, r), |node: NodeId| {
+            .quorum_read(preference, (n, r, nodes), |node: NodeId| {
                 let this = self.clone();
                 let (prefix, after) = (prefix.clone(), after.clone());
                 async move {
@@ -2551,4 +2563,28 @@ pub fn merge_scan_pages(pages: Vec<(Vec<Record>, bool)>) -> (Vec<Record>, bool) 
         }
     }
     (merged.into_values().collect(), complete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(b: u8) -> NodeId {
+        NodeId(vec![b])
+    }
+
+    #[test]
+    fn a_partition_is_filled_after_r_distinct_old_owners_synced() {
+        let mut f = Filling::new(vec![id(1), id(2), id(3)], 2);
+        assert_eq!(f.unsynced(), vec![id(1), id(2), id(3)]);
+        assert!(!f.synced_with(&id(2)));
+        assert!(!f.synced_with(&id(2)), "the same old owner twice is still one");
+        assert!(!f.synced_with(&id(9)), "a node that was not an owner does not count");
+        assert_eq!(f.unsynced(), vec![id(1), id(3)]);
+        assert!(f.synced_with(&id(3)));
+
+        // Fewer old owners than R: all of them.
+        let mut f = Filling::new(vec![id(1)], 2);
+        assert!(f.synced_with(&id(1)));
+    }
 }

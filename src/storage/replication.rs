@@ -401,8 +401,86 @@ impl WriteCoordinator {
     }
 }
 
+/// How the answers to one quorum read of a record (or a scan page) count towards R.
+///
+/// Only the replicas' answers count (records are written with `Counting::Replicas`, and
+/// R + W > N makes any R replicas include one that has the newest acknowledged version).
+/// A fallback's answer is kept by the caller (its hinted copy may be newer) but does not
+/// count by itself: counting it could make a quorum of replicas that missed a write plus a
+/// node that never had it. An answer marked *filling* (a replica that became an owner in a
+/// new epoch and is still copying the partition from its old owners) does not count either;
+/// each one lets one answer from beyond the replicas count in its place, in whatever order
+/// the answers arrive, so reads during a move reach the old owners the new ones displaced.
+/// And when every storage node of the map answered, the answers hold every copy there is,
+/// so the read is complete whatever they were marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadTally {
+    /// Replicas that answered and are not filling.
+    replicas: usize,
+    /// Replicas that answered marked filling.
+    filling: usize,
+    /// Nodes beyond the replicas that answered and are not filling.
+    stand_ins: usize,
+    /// Every node that answered.
+    answered: usize,
+}
+
+impl ReadTally {
+    /// Notes one node's answer: whether it is one of the partition's replicas, and whether
+    /// it was marked filling.
+    pub fn answer(&mut self, is_replica: bool, filling: bool) {
+        self.answered += 1;
+        match (is_replica, filling) {
+            (true, false) => self.replicas += 1,
+            (true, true) => self.filling += 1,
+            (false, false) => self.stand_ins += 1,
+            (false, true) => {}
+        }
+    }
+
+    /// How many answers count towards R, when `nodes` is the number of storage nodes in
+    /// the map and `r` the read quorum; at most `r`.
+    pub fn counted(&self, nodes: usize, r: usize) -> usize {
+        if nodes > 0 && self.answered >= nodes {
+            return r;
+        }
+        (self.replicas + self.filling.min(self.stand_ins)).min(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_read_counts_replicas_and_one_stand_in_per_filling_replica() {
+        let (nodes, r) = (10, 2);
+        let mut t = ReadTally::default();
+        t.answer(false, false);
+        assert_eq!(t.counted(nodes, r), 0, "a fallback alone counts nothing");
+        t.answer(true, true);
+        assert_eq!(
+            t.counted(nodes, r),
+            1,
+            "a filling replica lets the earlier stand-in count"
+        );
+        t.answer(true, true);
+        t.answer(false, true);
+        assert_eq!(t.counted(nodes, r), 1, "a filling fallback is no stand-in");
+        t.answer(true, false);
+        assert_eq!(t.counted(nodes, r), 2);
+        t.answer(true, false);
+        assert_eq!(t.counted(nodes, r), 2, "never more than R");
+
+        // Every node of the map answered: complete, however they were marked.
+        let mut t = ReadTally::default();
+        for _ in 0..3 {
+            t.answer(true, true);
+        }
+        assert_eq!(t.counted(4, r), 0);
+        t.answer(false, true);
+        assert_eq!(t.counted(4, r), r);
+        assert_eq!(ReadTally::default().counted(0, r), 0, "an empty map completes nothing");
+    }
     use super::*;
 
     fn ids(n: usize) -> Vec<NodeId> {

@@ -180,24 +180,38 @@ impl Inner {
             if peers.is_empty() {
                 continue;
             }
-            // A partition still filling is compared with an old owner first.
-            let old_owner = self
+            // A partition still filling is compared with the old owners it has not synced
+            // with yet, in this round, until R of them have (see `Filling`); any other with
+            // one replica, taken in turn.
+            let old_owners: Vec<NodeId> = self
                 .filling_from(partition)
-                .and_then(|old| old.into_iter().find(|o| *o != self.node_id && self.is_alive(o)));
-            let peer = old_owner.as_ref().unwrap_or(peers[round % peers.len()]);
-            match self.anti_entropy_with(peer, partition, true).await {
-                Ok(r) => {
-                    if old_owner.is_some() {
-                        self.filled(partition);
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| *o != self.node_id && self.is_alive(o))
+                .collect();
+            let sessions: Vec<(NodeId, bool)> = if old_owners.is_empty() {
+                vec![(peers[round % peers.len()].clone(), false)]
+            } else {
+                old_owners.into_iter().map(|o| (o, true)).collect()
+            };
+            for (peer, is_old_owner) in sessions {
+                match self.anti_entropy_with(&peer, partition, true).await {
+                    Ok(r) => {
+                        if is_old_owner {
+                            self.filled(partition, &peer);
+                        }
+                        report.sessions += 1;
+                        report.exchanged_bytes += r.exchanged_bytes;
+                        report.pulled += r.pulled;
+                        report.pushed += r.pushed;
                     }
-                    report.sessions += 1;
-                    report.exchanged_bytes += r.exchanged_bytes;
-                    report.pulled += r.pulled;
-                    report.pushed += r.pushed;
+                    Err(e) => {
+                        report.failed += 1;
+                        tracing::debug!(partition, ?peer, error = %e, "anti-entropy session failed");
+                    }
                 }
-                Err(e) => {
-                    report.failed += 1;
-                    tracing::debug!(partition, ?peer, error = %e, "anti-entropy session failed");
+                if is_old_owner && !self.is_filling(partition) {
+                    break;
                 }
             }
         }
