@@ -239,7 +239,7 @@ impl AccessKey {
     /// create-bucket flag (if given). An empty grant is dropped.
     pub fn edit(&mut self, edit: &KeyEdit) -> Result<(), AccessError> {
         if let Some(bucket) = &edit.bucket {
-            if !crate::gateway::model::valid_bucket_name(bucket) {
+            if !valid_bucket_name(bucket) {
                 return Err(AccessError::Invalid(format!("{bucket:?} is not a valid bucket name")));
             }
             let now = self.permission(bucket).with(edit.grant).without(edit.revoke);
@@ -379,6 +379,19 @@ pub enum KeyResponse {
     NoSuchKey,
     /// Refused or failed; nothing was changed unless the message says so.
     Error(String),
+}
+
+/// Whether `name` is a valid S3 bucket name (3–63 of lower-case letters, digits, `-`, `.`;
+/// starts and ends with a letter or digit; not an IP address).
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b.first().is_some_and(|c| c.is_ascii_alphanumeric())
+        && b.last().is_some_and(|c| c.is_ascii_alphanumeric())
+        && !name.contains("..")
+        && name.parse::<std::net::Ipv4Addr>().is_err()
 }
 
 #[cfg(test)]

@@ -201,7 +201,7 @@ pub async fn status(cmd: Status) -> anyhow::Result<()> {
 async fn progress(
     secret: libp2p::pnet::PreSharedKey,
     s: &hadss::node::protocol::StatusReport,
-) -> Vec<(NodeId, Result<Option<hadss::node::runtime::MaintenanceReport>, String>)> {
+) -> Vec<(NodeId, Result<Option<hadss::node::MaintenanceReport>, String>)> {
     use futures::StreamExt;
     let Some(map) = &s.map else { return Vec::new() };
     let asks = map
@@ -233,7 +233,7 @@ async fn progress(
 /// Seconds to wait for one node's progress report.
 const PROGRESS_TIMEOUT_S: u64 = 5;
 
-fn print_progress(progress: &[(NodeId, Result<Option<hadss::node::runtime::MaintenanceReport>, String>)]) {
+fn print_progress(progress: &[(NodeId, Result<Option<hadss::node::MaintenanceReport>, String>)]) {
     if progress.is_empty() {
         return;
     }

@@ -283,10 +283,10 @@ impl GatewayConfig {
 
 impl StorageConfig {
     /// The maintenance settings, defaults where unset.
-    pub fn maintenance(&self) -> crate::node::runtime::MaintenanceConfig {
-        let d = crate::node::runtime::MaintenanceConfig::default();
+    pub fn maintenance(&self) -> crate::node::MaintenanceConfig {
+        let d = crate::node::MaintenanceConfig::default();
         const MIB: u64 = 1024 * 1024;
-        crate::node::runtime::MaintenanceConfig {
+        crate::node::MaintenanceConfig {
             interval_ms: self
                 .maintenance_interval_s
                 .map_or(d.interval_ms, |s| s.saturating_mul(1000)),

@@ -86,6 +86,8 @@ fn node_config(
         zone: zone.into(),
         swim: hadss::config::SwimPreset::Fast.config(DEV_STORAGE_NODES as u32 + 2),
         role,
+        clock: hadss::clock::Clock::system(),
+        faults: hadss::net::fault::Faults::off(),
     }
 }
 
@@ -147,8 +149,8 @@ pub async fn run(
                 .await
                 .with_context(|| format!("starting storage node {i}"))?,
         );
-        node.start_anti_entropy(hadss::node::runtime::ANTI_ENTROPY_INTERVAL_MS_DEFAULT);
-        node.start_maintenance(hadss::node::runtime::MaintenanceConfig::default());
+        node.start_anti_entropy(hadss::node::ANTI_ENTROPY_INTERVAL_MS_DEFAULT);
+        node.start_maintenance(hadss::node::MaintenanceConfig::default());
         joins.push(tokio::spawn(hadss::monitor::client::join_until_member(
             node.clone(),
             bootstrap.clone(),

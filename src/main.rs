@@ -5,9 +5,6 @@
 
 mod admin;
 
-mod bench;
-mod bench_repair;
-mod bench_s3;
 mod dev;
 
 use std::path::{Path, PathBuf};
@@ -57,22 +54,6 @@ enum Command {
     /// Cluster administration.
     #[command(subcommand)]
     Admin(Admin),
-    /// Measure throughput against the physical limits of this machine.
-    #[command(subcommand)]
-    Bench(Bench),
-}
-
-#[derive(Subcommand, Debug)]
-enum Bench {
-    /// Replicated chunk put/get through three local nodes vs the disk, loopback and a
-    /// single chunk store.
-    Replication(bench::ReplicationBench),
-    /// S3 PUT/GET of small and large objects against `hadss dev` (or any endpoint), beside
-    /// the disk and chunk store limits measured in the same run.
-    S3(bench_s3::S3Bench),
-    /// Anti-entropy bytes versus differences, and re-replication after a node is killed
-    /// versus the disk's write rate.
-    Repair(bench_repair::RepairBench),
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,17 +171,15 @@ fn main() -> anyhow::Result<()> {
         Command::Storage { config } => runtime.block_on(run_storage(&config)),
         Command::Gateway { config } => runtime.block_on(run_gateway(&config)),
         Command::Admin(admin) => runtime.block_on(run_admin(admin)),
-        Command::Bench(Bench::Replication(opts)) => runtime.block_on(bench::run(opts)),
-        Command::Bench(Bench::S3(opts)) => runtime.block_on(bench_s3::run(opts)),
-        Command::Bench(Bench::Repair(opts)) => runtime.block_on(bench_repair::run(opts)),
     }
 }
 
 async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
     let cfg = StorageConfig::load(config_path)?;
-    if let Some(file) = &cfg.fault_file {
-        hadss::net::fault::install(file)?;
-    }
+    let faults = match &cfg.fault_file {
+        Some(file) => hadss::net::fault::Faults::watch(file)?,
+        None => hadss::net::fault::Faults::off(),
+    };
     let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
     let map_key = hadss::cluster::keys::load_map_public_key(&cfg.map_public_key_file)?;
     let mut chunk_options = chunkstore::Options::default();
@@ -218,6 +197,8 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
         zone: cfg.zone.clone(),
         swim: cfg.swim_preset.config(16),
         role: swim::Role::Storage,
+        clock: faults.clock(),
+        faults: faults.clone(),
     })
     .await?;
     let http = start_http(&node, cfg.http_listen.as_deref()).await?;
@@ -226,7 +207,7 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
     let node = std::sync::Arc::new(node);
     node.start_anti_entropy(
         cfg.anti_entropy_interval_s
-            .map_or(hadss::node::runtime::ANTI_ENTROPY_INTERVAL_MS_DEFAULT, |s| s * 1000),
+            .map_or(hadss::node::ANTI_ENTROPY_INTERVAL_MS_DEFAULT, |s| s * 1000),
     );
     node.start_maintenance(cfg.maintenance());
     let join = tokio::spawn(hadss::monitor::client::join_until_member(
@@ -249,9 +230,10 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
 
 async fn run_monitor(config_path: &Path) -> anyhow::Result<()> {
     let cfg = hadss::config::MonitorFileConfig::load(config_path)?;
-    if let Some(file) = &cfg.fault_file {
-        hadss::net::fault::install(file)?;
-    }
+    let faults = match &cfg.fault_file {
+        Some(file) => hadss::net::fault::Faults::watch(file)?,
+        None => hadss::net::fault::Faults::off(),
+    };
     let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
     let map_key = hadss::cluster::keys::load_map_keypair(&cfg.map_key_file)?;
     let initial_monitors = cfg
@@ -278,6 +260,8 @@ async fn run_monitor(config_path: &Path) -> anyhow::Result<()> {
             zone: cfg.zone.clone(),
             swim: cfg.swim_preset.config(16),
             role: swim::Role::Monitor,
+            clock: faults.clock(),
+            faults: faults.clone(),
         },
         map_key,
         initial_monitors,
@@ -340,9 +324,10 @@ const GATEWAY_DRAIN_MS: u64 = 10_000;
 
 async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     let cfg = hadss::config::GatewayConfig::load(config_path)?;
-    if let Some(file) = &cfg.fault_file {
-        hadss::net::fault::install(file)?;
-    }
+    let faults = match &cfg.fault_file {
+        Some(file) => hadss::net::fault::Faults::watch(file)?,
+        None => hadss::net::fault::Faults::off(),
+    };
     let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
     let map_key = hadss::cluster::keys::load_map_public_key(&cfg.map_public_key_file)?;
     let secret_key = std::fs::read_to_string(&cfg.secret_key_file)
@@ -361,6 +346,8 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
             zone: "gateway".into(),
             swim: hadss::config::SwimPreset::Lan.config(16),
             role: swim::Role::Gateway,
+            clock: faults.clock(),
+            faults: faults.clone(),
         })
         .await?,
     );

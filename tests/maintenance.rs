@@ -16,9 +16,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use chunkstore::ChunkId;
 use hadss::cluster::{MapEnvelope, NodeId, partition_of_chunk, partition_of_key};
-use hadss::gateway::model::{CHUNK_SIZE_BYTES, object_key, objects_partition_key};
-use hadss::node::runtime::MaintenanceConfig;
+use hadss::node::MaintenanceConfig;
 use hadss::node::{Node, NodeConfig};
+use hadss::object::layout::{CHUNK_SIZE_BYTES, object_key, objects_partition_key};
 use hadss::storage::refs::ref_prefix;
 use libp2p::identity::ed25519;
 
@@ -53,6 +53,8 @@ fn node_config(
         zone: zone.to_string(),
         swim: hadss::config::SwimPreset::Fast.config(8),
         role,
+        clock: hadss::clock::Clock::system(),
+        faults: hadss::net::fault::Faults::off(),
     }
 }
 
@@ -225,14 +227,7 @@ fn map_of_refs(nodes: &[&Node], epoch: u64) -> hadss::cluster::ClusterMap {
     // `map_of` takes owned nodes; the same map from references.
     let mut map = map_of(&[], epoch);
     for (i, n) in nodes.iter().enumerate() {
-        map.nodes.push(hadss::cluster::NodeInfo {
-            id: NodeId(n.peer_id().to_bytes()),
-            addrs: vec![n.listen_addr().to_string()],
-            role: hadss::cluster::Role::Storage,
-            zone: format!("z{}", i % 3),
-            weight: 100,
-            state: hadss::cluster::NodeState::In,
-        });
+        map.nodes.push(hadss_testkit::storage_info(n, &format!("z{}", i % 3)));
     }
     map.nodes.sort_by(|a, b| a.id.cmp(&b.id));
     map.partitions = PARTITIONS;
@@ -247,7 +242,7 @@ impl Objects {
         let mut ids: Vec<ChunkId> = self
             .0
             .iter()
-            .filter(|(_, b)| b.len() > hadss::gateway::model::INLINE_SIZE_BYTES_MAX)
+            .filter(|(_, b)| b.len() > hadss::object::layout::INLINE_SIZE_BYTES_MAX)
             .flat_map(|(_, b)| b.chunks(CHUNK_SIZE_BYTES).map(ChunkId::of).collect::<Vec<_>>())
             .collect();
         ids.sort();

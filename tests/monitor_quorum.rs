@@ -32,6 +32,8 @@ fn monitor_config(dir: &std::path::Path, i: usize, secret: [u8; 32], key: &ed255
             zone: "m".into(),
             swim: hadss::config::SwimPreset::Fast.config(8),
             role: swim::Role::Monitor,
+            clock: hadss::clock::Clock::system(),
+            faults: hadss::net::fault::Faults::off(),
         },
         map_key: key.clone(),
         initial_monitors: Vec::new(),

@@ -35,13 +35,18 @@ fn swarm(secret: [u8; 32]) -> Swarm<Behaviour> {
         request_size_bytes_max: LIMIT_BYTES,
         response_size_bytes_max: LIMIT_BYTES,
     };
-    build_swarm(Keypair::generate_ed25519(), PreSharedKey::new(secret), |_| {
-        request_response::Behaviour::with_codec(
-            PostcardCodec::new(limits),
-            [(PROTOCOL, ProtocolSupport::Full)],
-            request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
-        )
-    })
+    build_swarm(
+        Keypair::generate_ed25519(),
+        PreSharedKey::new(secret),
+        hadss::net::fault::Faults::off(),
+        |_| {
+            request_response::Behaviour::with_codec(
+                PostcardCodec::new(limits),
+                [(PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+            )
+        },
+    )
     .unwrap()
 }
 

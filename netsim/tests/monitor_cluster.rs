@@ -85,6 +85,31 @@ async fn wait_epoch(cluster: &netsim::ClusterFile, names: &[&str], epoch: u64) -
     maps
 }
 
+/// Waits (at most `SPREAD_LIMIT`) until no storage node reports a partition it is filling.
+async fn wait_filled(cluster: &netsim::ClusterFile, storage: &[usize]) {
+    let deadline = Instant::now() + SPREAD_LIMIT;
+    for &i in storage {
+        let addr = netsim::http_addr(&cluster.nodes[i]).unwrap();
+        loop {
+            let filling = match hadss::observe::get(addr, "/health", 2_000).await {
+                Ok((200, text)) => serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|j| j["filling_partitions"].as_u64()),
+                _ => None,
+            };
+            if filling == Some(0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still filling: {filling:?}",
+                cluster.nodes[i].name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// The status of one monitor (asked alone).
 async fn status_of(
     cluster: &netsim::ClusterFile,
@@ -240,6 +265,11 @@ async fn monitors_publish_and_the_data_path_survives_their_loss() {
     phase(started, "all 3 monitors killed");
     write_and_read(&client, 0..500, 500).await;
     phase(started, "500 chunks + 500 records written and read with no monitor");
+    // Partitions the storage nodes took over as they were admitted one by one are filled
+    // (synced with their old owners) within seconds; until then a read whose other replica
+    // is the node killed next has too few counted answers (unavailable, never stale).
+    wait_filled(&cluster, &storage).await;
+    phase(started, "every storage node has filled the partitions it took over");
     let victim = storage[3];
     kill(&cluster.nodes[victim]);
     write_and_read(&client, 500..700, 700).await;

@@ -69,6 +69,39 @@ pub enum Change {
     },
 }
 
+/// What a proposal to the monitors asks for (the admin protocol carries it; the monitors'
+/// state machine applies it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Create the first map (refused once there is one).
+    Init {
+        /// Replication policy.
+        policy: ReplicationPolicy,
+        /// Partitions, fixed for the life of the cluster.
+        partitions: u32,
+    },
+    /// Change the map.
+    Change(Change),
+    /// Record a storage node that asked to join and waits for an operator.
+    Pending(NodeInfo),
+    /// Admit a node that is waiting.
+    AdmitPending(NodeId),
+}
+
+/// The result of applying a proposal to the monitors' state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The map moved to this epoch.
+    Applied {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// Recorded without a new epoch (a pending node).
+    Recorded,
+    /// Nothing changed.
+    Refused(Refusal),
+}
+
 /// Why a change was refused. Nothing changed; retrying the same change cannot help until
 /// the map changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -7,12 +7,11 @@
 //!   copy, read on the source bucket).
 //!
 //! Anonymous requests are refused (`AccessDenied`), unknown keys get `InvalidAccessKeyId`,
-//! a key without the grant `AccessDenied`. Keys are cached for `KEY_CACHE_TTL_MS`, so a new
-//! key, a changed grant or a deleted key takes effect on every gateway within that time.
+//! a key without the grant `AccessDenied`. Cluster keys come through the object layer's key
+//! cache (`object::KEY_CACHE_TTL_MS`), so a new key, a changed grant or a deleted key takes
+//! effect on every gateway within that time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
@@ -21,12 +20,7 @@ use s3s::path::S3Path;
 use s3s::{S3Request, S3Result, s3_error};
 
 use crate::access::{AccessKey, Action};
-use crate::node::Node;
-
-/// How long a key read from the cluster (or learned not to exist) is trusted.
-pub const KEY_CACHE_TTL_MS: u64 = 1000;
-/// Most keys cached; past it the cache starts over.
-pub const KEY_CACHE_LEN_MAX: usize = 10_000;
+use crate::object::ObjectStore;
 
 /// Who signed a request, as the handlers see it (in the request's extensions).
 #[derive(Debug, Clone)]
@@ -55,15 +49,11 @@ impl Caller {
     }
 }
 
-/// A key read from the cluster (or its absence), and when.
-type Cached = (Instant, Option<Arc<AccessKey>>);
-
-/// The gateway's credentials: the root key and a cache of cluster keys.
+/// The gateway's credentials: the root key, and the cluster keys.
 pub struct GatewayKeys {
     root_id: String,
     root_secret: String,
-    node: Option<Arc<Node>>,
-    cache: Mutex<HashMap<String, Cached>>,
+    objects: Option<Arc<ObjectStore>>,
 }
 
 impl std::fmt::Debug for GatewayKeys {
@@ -80,48 +70,28 @@ impl GatewayKeys {
         GatewayKeys {
             root_id: access_key.to_string(),
             root_secret: secret_key.to_string(),
-            node: None,
-            cache: Mutex::new(HashMap::new()),
+            objects: None,
         }
     }
 
-    /// The root key, and the cluster keys read through `node`.
-    pub fn with_cluster(access_key: &str, secret_key: &str, node: Arc<Node>) -> GatewayKeys {
+    /// The root key, and the cluster keys read through `objects`.
+    pub fn with_cluster(access_key: &str, secret_key: &str, objects: Arc<ObjectStore>) -> GatewayKeys {
         GatewayKeys {
-            node: Some(node),
+            objects: Some(objects),
             ..GatewayKeys::root_only(access_key, secret_key)
         }
     }
 
-    /// A cluster key: from the cache if read within `KEY_CACHE_TTL_MS`.
     async fn cluster_key(&self, id: &str) -> S3Result<Option<Arc<AccessKey>>> {
-        let Some(node) = &self.node else { return Ok(None) };
-        if let Some((seen, key)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id)
-            && seen.elapsed() < Duration::from_millis(KEY_CACHE_TTL_MS)
-        {
-            return Ok(key.clone());
+        match &self.objects {
+            None => Ok(None),
+            Some(objects) => objects.access_key(id).await.map_err(|e| match e {
+                crate::object::ObjectError::Unavailable(_) => {
+                    s3_error!(ServiceUnavailable, "the access key could not be read; retry")
+                }
+                other => other.into(),
+            }),
         }
-        if id.len() > crate::access::KEY_ID_LEN_MAX {
-            return Ok(None);
-        }
-        let key = match node.access_key(id).await {
-            Ok(k) => k.map(Arc::new),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading an access key failed");
-                return Err(s3_error!(ServiceUnavailable, "the access key could not be read; retry"));
-            }
-        };
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= KEY_CACHE_LEN_MAX {
-            cache.clear();
-        }
-        cache.insert(id.to_string(), (Instant::now(), key.clone()));
-        Ok(key)
-    }
-
-    /// Drops a cached key (this gateway changed it: the next request reads it afresh).
-    pub fn forget(&self, id: &str) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     async fn caller(&self, access_key: &str) -> S3Result<Caller> {

@@ -1,23 +1,18 @@
 //! The S3 gateway: the S3 HTTP API (routing, XML, SigV4 incl. presigned URLs and aws-chunked
-//! bodies come from `s3s`) over the cluster. Stateless: every request reads and writes
-//! replicated records and chunks through a `Node` that is not in the map (it coordinates
-//! writes like a client), so any number of gateways serve one cluster.
+//! bodies come from `s3s`) as protocol glue over the object layer (`crate::object`), which
+//! owns buckets, objects, chunking, listings, multipart and keys. Stateless: every request
+//! reads and writes replicated records and chunks through a `Node` that is not in the map (it
+//! coordinates writes like a client), so any number of gateways serve one cluster.
 //!
-//! Objects up to `INLINE_SIZE_BYTES_MAX` are stored inline in their record (one replicated
-//! write); larger ones are cut into `CHUNK_SIZE_BYTES` chunks while the body streams in, with
-//! at most `CHUNKS_IN_FLIGHT_MAX` chunk writes in flight per request, so memory per request is
-//! bounded whatever the object size. The object record is written only after every chunk is
-//! on W replicas: a reader never sees a record whose chunks are missing.
-//!
-//! Who may do what: `auth` (the gateway's root key, and access keys stored in the cluster
-//! with per-bucket grants).
-//! Create-only writes (`If-None-Match: *`) reserve the key on a majority of its replicas
-//! before the record is written (`Node::reserve_create`), so concurrent creators through any
-//! gateways have one winner.
+//! - `s3`: one file per S3 operation family, and `s3::errors`, the S3 code of each
+//!   object-layer error (a full disk is `507 InsufficientStorage`, a lost quorum
+//!   `503 ServiceUnavailable`);
+//! - `auth`: who may do what (the gateway's root key, and access keys stored in the cluster
+//!   with per-bucket grants, read through the object layer's key cache);
+//! - `checksum`: the `Content-MD5` and `x-amz-checksum-*` checks of uploaded bodies.
 
 pub mod auth;
 mod checksum;
-pub mod model;
 mod s3;
 
 use std::net::SocketAddr;
@@ -117,8 +112,13 @@ pub async fn serve(
     root: (&str, &str),
     region: &str,
 ) -> std::io::Result<S3Endpoint> {
-    let keys = auth::SharedKeys(Arc::new(auth::GatewayKeys::with_cluster(root.0, root.1, node.clone())));
-    let mut builder = s3s::service::S3ServiceBuilder::new(HadssS3::new(node, region, keys.0.clone()));
+    let objects = Arc::new(crate::object::ObjectStore::new(node));
+    let keys = auth::SharedKeys(Arc::new(auth::GatewayKeys::with_cluster(
+        root.0,
+        root.1,
+        objects.clone(),
+    )));
+    let mut builder = s3s::service::S3ServiceBuilder::new(HadssS3::new(objects, region));
     builder.set_auth(keys.clone());
     builder.set_access(keys);
     let service = builder.build();

@@ -35,8 +35,8 @@ use self::raft::{MonitorNode, MonitorRaft, RaftId, TypeConfig, raft_id_of};
 use self::state::{Op, Outcome, Proposal};
 use crate::cluster::change::{Change, WEIGHT_DEFAULT};
 use crate::cluster::{MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
+use crate::node::MonitorService;
 use crate::node::protocol::{AdminRequest, AdminResponse, RaftFrame, StatusReport};
-use crate::node::runtime::MonitorService;
 use crate::node::{Node, NodeConfig};
 
 /// How long a proposal may wait for a majority before the answer is `Unavailable`.

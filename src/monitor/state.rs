@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::change::{self, Change, Refusal, show_id};
-use crate::cluster::{ClusterMap, NodeId, NodeInfo, ReplicationPolicy, Role};
+pub use crate::cluster::change::{Op, Outcome};
+use crate::cluster::{ClusterMap, NodeId, NodeInfo, Role};
 
 /// Outcomes of recent proposals kept for duplicate detection (a retry older than this many
 /// proposals is treated as new).
@@ -23,24 +24,6 @@ pub const RECENT_OUTCOMES_MAX: usize = 4096;
 /// Storage nodes that may wait for admission at once (bounds what unadmitted nodes holding
 /// the cluster secret can make the monitors store).
 pub const PENDING_MAX: usize = 1024;
-
-/// What a proposal asks for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    /// Create the first map (refused once there is one).
-    Init {
-        /// Replication policy.
-        policy: ReplicationPolicy,
-        /// Partitions, fixed for the life of the cluster.
-        partitions: u32,
-    },
-    /// Change the map.
-    Change(Change),
-    /// Record a storage node that asked to join and waits for an operator.
-    Pending(NodeInfo),
-    /// Admit a node that is waiting.
-    AdmitPending(NodeId),
-}
 
 /// One entry of the monitors' Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,20 +34,6 @@ pub struct Proposal {
     pub epoch_floor: u64,
     /// What to do.
     pub op: Op,
-}
-
-/// The result of applying a proposal.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    /// The map moved to this epoch.
-    Applied {
-        /// The new epoch.
-        epoch: u64,
-    },
-    /// Recorded without a new epoch (a pending node).
-    Recorded,
-    /// Nothing changed.
-    Refused(Refusal),
 }
 
 /// The replicated state.
@@ -198,6 +167,7 @@ impl MonitorState {
 mod tests {
     use super::*;
     use crate::cluster::NodeState;
+    use crate::cluster::ReplicationPolicy;
 
     fn node(i: u8, role: Role) -> NodeInfo {
         NodeInfo {

@@ -1,6 +1,8 @@
 //! The fault layer: network and clock faults injected into a running node by the `netsim`
 //! harness, read from a JSON file the node watches (`fault_file` in its config; never set it
-//! in production). Without that setting the layer is off and costs one atomic load per poll.
+//! in production). The layer is a handle ([`Faults`]) made at start-up and handed to the
+//! transport, the write path and the node's clock; without that setting it is off and costs
+//! one branch per poll. No process-global state: two nodes in one process have their own.
 //!
 //! The file (at most [`FAULT_FILE_BYTES_MAX`], re-read when its length or mtime changes, at
 //! most every [`FAULT_POLL_MS`]):
@@ -21,7 +23,7 @@
 //!   stream opened (every request and answer arrives at least that late).
 //! - `loss`: each new stream with the peer is lost (stalls both ways) with this probability.
 //!
-//! `clock_skew_ms` shifts [`wall_clock_ms`], the wall clock this node stamps versions and
+//! `clock_skew_ms` shifts [`Faults::clock`], the wall clock this node stamps versions and
 //! dates with. `ack_before_replication` is a deliberately broken mode that exists to prove
 //! the harness catches it: writes are acknowledged at once and replicated
 //! [`BROKEN_REPLICATION_DELAY_MS`] later (an acknowledged write is lost if the node dies in
@@ -32,10 +34,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::PeerId;
@@ -43,6 +45,7 @@ use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use serde::{Deserialize, Serialize};
 
 use super::NetError;
+use crate::clock::{Clock, WallClock};
 
 /// Largest fault file read.
 pub const FAULT_FILE_BYTES_MAX: u64 = 1024 * 1024;
@@ -89,35 +92,139 @@ struct Active {
     ack_before_replication: bool,
 }
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
-static SKEW_MS: AtomicI64 = AtomicI64::new(0);
-static ACTIVE: OnceLock<RwLock<Arc<Active>>> = OnceLock::new();
+/// One node's fault layer: the rules of its fault file, swapped in whole when the file
+/// changes.
+#[derive(Debug)]
+struct FaultLayer {
+    active: RwLock<Arc<Active>>,
+    skew_ms: AtomicI64,
+}
 
-fn active() -> Option<Arc<Active>> {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return None;
+impl std::fmt::Debug for Active {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Active")
+            .field("peers", &self.peers.len())
+            .field("ack_before_replication", &self.ack_before_replication)
+            .finish()
     }
-    ACTIVE
-        .get()
-        .map(|a| a.read().unwrap_or_else(|p| p.into_inner()).clone())
 }
 
-/// The faults towards `peer`, if the layer is on and any apply.
-pub fn peer_fault(peer: &PeerId) -> Option<PeerFault> {
-    active()?.peers.get(peer).filter(|f| f.is_active()).cloned()
+impl FaultLayer {
+    fn apply(&self, rules: &FaultRules) {
+        let peers = rules
+            .peers
+            .iter()
+            .filter_map(|(p, f)| Some((p.parse().ok()?, f.clone())))
+            .collect();
+        let next = Arc::new(Active {
+            peers,
+            ack_before_replication: rules.ack_before_replication,
+        });
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.skew_ms.store(rules.clock_skew_ms, Ordering::Relaxed);
+    }
+
+    fn active(&self) -> Arc<Active> {
+        self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
-/// Whether the broken acknowledge-before-replication mode is on.
-pub fn ack_before_replication() -> bool {
-    active().is_some_and(|a| a.ack_before_replication)
+/// The fault layer a node is built with: off (the default, and the only production value)
+/// or driven by a watched fault file. Handed to the transport, the write path and the clock
+/// at construction; nothing reads process-global fault state. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Option<Arc<FaultLayer>>);
+
+impl Faults {
+    /// No faults: every check is one branch on `None`.
+    pub fn off() -> Faults {
+        Faults(None)
+    }
+
+    /// A fault layer with fixed `rules` (tests; nothing is watched).
+    pub fn fixed(rules: &FaultRules) -> Faults {
+        let layer = FaultLayer {
+            active: RwLock::new(Arc::new(Active {
+                peers: HashMap::new(),
+                ack_before_replication: false,
+            })),
+            skew_ms: AtomicI64::new(0),
+        };
+        layer.apply(rules);
+        Faults(Some(Arc::new(layer)))
+    }
+
+    /// A fault layer reading `path` now (a missing file means no faults) and watching it
+    /// from a tokio task for as long as any clone of the handle lives.
+    pub fn watch(path: &Path) -> Result<Faults, NetError> {
+        let path: PathBuf = path.to_path_buf();
+        let faults = Faults::fixed(&read_rules(&path)?.unwrap_or_default());
+        tracing::warn!(file = %path.display(), "fault injection is on (netsim's fault layer); never in production");
+        let weak = Arc::downgrade(faults.0.as_ref().expect("fixed() makes a layer"));
+        tokio::spawn(async move {
+            let stamp = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok()));
+            let mut seen = stamp(&path);
+            let mut tick = tokio::time::interval(Duration::from_millis(FAULT_POLL_MS));
+            loop {
+                tick.tick().await;
+                let Some(layer) = weak.upgrade() else { return };
+                let now = stamp(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match read_rules(&path) {
+                    Ok(rules) => {
+                        let rules = rules.unwrap_or_default();
+                        tracing::info!(?rules, "fault rules changed");
+                        layer.apply(&rules);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "fault file refused; keeping the previous rules"),
+                }
+            }
+        });
+        Ok(faults)
+    }
+
+    /// Whether a fault layer is on (watched or fixed).
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The faults towards `peer`, if the layer is on and any apply.
+    pub fn peer_fault(&self, peer: &PeerId) -> Option<PeerFault> {
+        self.0
+            .as_ref()?
+            .active()
+            .peers
+            .get(peer)
+            .filter(|f| f.is_active())
+            .cloned()
+    }
+
+    /// Whether the broken acknowledge-before-replication mode is on.
+    pub fn ack_before_replication(&self) -> bool {
+        self.0.as_ref().is_some_and(|l| l.active().ack_before_replication)
+    }
+
+    /// The wall clock of a node under this layer: the system clock, skewed by the fault
+    /// file's `clock_skew_ms` while the layer is on.
+    pub fn clock(&self) -> Clock {
+        match &self.0 {
+            None => Clock::system(),
+            Some(layer) => Clock::new(SkewedClock(layer.clone())),
+        }
+    }
 }
 
-/// Milliseconds since the Unix epoch by this node's wall clock, skewed by the fault layer.
-pub fn wall_clock_ms() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    now.saturating_add_signed(SKEW_MS.load(Ordering::Relaxed))
+/// The system clock shifted by a fault layer's current skew.
+#[derive(Debug)]
+struct SkewedClock(Arc<FaultLayer>);
+
+impl WallClock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        crate::clock::system_now_ms().saturating_add_signed(self.0.skew_ms.load(Ordering::Relaxed))
+    }
 }
 
 /// Parses fault rules; peers whose id does not parse are refused.
@@ -135,22 +242,6 @@ pub fn parse(bytes: &[u8]) -> Result<FaultRules, NetError> {
         }
     }
     Ok(rules)
-}
-
-fn apply(rules: &FaultRules) {
-    let peers = rules
-        .peers
-        .iter()
-        .filter_map(|(p, f)| Some((p.parse().ok()?, f.clone())))
-        .collect();
-    let next = Arc::new(Active {
-        peers,
-        ack_before_replication: rules.ack_before_replication,
-    });
-    let slot = ACTIVE.get_or_init(|| RwLock::new(next.clone()));
-    *slot.write().unwrap_or_else(|p| p.into_inner()) = next;
-    SKEW_MS.store(rules.clock_skew_ms, Ordering::Relaxed);
-    ENABLED.store(true, Ordering::Relaxed);
 }
 
 fn read_rules(path: &Path) -> Result<Option<FaultRules>, NetError> {
@@ -173,46 +264,17 @@ fn read_rules(path: &Path) -> Result<Option<FaultRules>, NetError> {
     parse(&bytes).map(Some)
 }
 
-/// Turns the fault layer on for this process, reading `path` now (a missing file means no
-/// faults) and watching it from a tokio task. Call once, before the node starts.
-pub fn install(path: &Path) -> Result<(), NetError> {
-    let path: PathBuf = path.to_path_buf();
-    apply(&read_rules(&path)?.unwrap_or_default());
-    tracing::warn!(file = %path.display(), "fault injection is on (netsim's fault layer); never in production");
-    tokio::spawn(async move {
-        let stamp = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok()));
-        let mut seen = stamp(&path);
-        let mut tick = tokio::time::interval(Duration::from_millis(FAULT_POLL_MS));
-        loop {
-            tick.tick().await;
-            let now = stamp(&path);
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match read_rules(&path) {
-                Ok(rules) => {
-                    let rules = rules.unwrap_or_default();
-                    tracing::info!(?rules, "fault rules changed");
-                    apply(&rules);
-                }
-                Err(e) => tracing::warn!(error = %e, "fault file refused; keeping the previous rules"),
-            }
-        }
-    });
-    Ok(())
-}
-
 /// A stream muxer whose streams obey the fault rules for the remote peer.
 pub struct FaultyMuxer<M> {
     inner: M,
     peer: PeerId,
+    faults: Faults,
 }
 
 impl<M> FaultyMuxer<M> {
     /// Wraps the muxer of a connection with `peer`.
-    pub fn new(inner: M, peer: PeerId) -> Self {
-        FaultyMuxer { inner, peer }
+    pub fn new(inner: M, peer: PeerId, faults: Faults) -> Self {
+        FaultyMuxer { inner, peer, faults }
     }
 }
 
@@ -228,14 +290,14 @@ where
         let this = self.get_mut();
         Pin::new(&mut this.inner)
             .poll_inbound(cx)
-            .map_ok(|s| FaultyStream::new(s, this.peer))
+            .map_ok(|s| FaultyStream::new(s, this.peer, this.faults.clone()))
     }
 
     fn poll_outbound(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
         Pin::new(&mut this.inner)
             .poll_outbound(cx)
-            .map_ok(|s| FaultyStream::new(s, this.peer))
+            .map_ok(|s| FaultyStream::new(s, this.peer, this.faults.clone()))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -251,6 +313,7 @@ where
 pub struct FaultyStream<S> {
     inner: S,
     peer: PeerId,
+    faults: Faults,
     opened: Instant,
     /// Drawn at open from the peer's `loss`.
     lost: bool,
@@ -258,11 +321,14 @@ pub struct FaultyStream<S> {
 }
 
 impl<S> FaultyStream<S> {
-    fn new(inner: S, peer: PeerId) -> Self {
-        let lost = peer_fault(&peer).is_some_and(|f| f.loss > 0.0 && rand::random::<f64>() < f.loss);
+    fn new(inner: S, peer: PeerId, faults: Faults) -> Self {
+        let lost = faults
+            .peer_fault(&peer)
+            .is_some_and(|f| f.loss > 0.0 && rand::random::<f64>() < f.loss);
         FaultyStream {
             inner,
             peer,
+            faults,
             opened: Instant::now(),
             lost,
             wait: None,
@@ -271,7 +337,7 @@ impl<S> FaultyStream<S> {
 
     /// Whether the direction may proceed now; if not, arranges a wake-up and says so.
     fn held(&mut self, cx: &mut Context<'_>, reading: bool) -> bool {
-        let Some(fault) = peer_fault(&self.peer) else {
+        let Some(fault) = self.faults.peer_fault(&self.peer) else {
             self.wait = None;
             return false;
         };
@@ -351,5 +417,24 @@ mod tests {
         let bad_loss = format!(r#"{{"peers": {{"{peer}": {{"loss": 1.5}}}}}}"#);
         assert!(parse(bad_loss.as_bytes()).is_err());
         assert!(parse(b"[1, 2").is_err());
+    }
+
+    #[test]
+    fn two_handles_do_not_share_rules() {
+        let peer = PeerId::random();
+        let rules = parse(
+            format!(r#"{{"peers": {{"{peer}": {{"drop_out": true}}}}, "clock_skew_ms": 3600000, "ack_before_replication": true}}"#)
+                .as_bytes(),
+        )
+        .expect("parses");
+        let on = Faults::fixed(&rules);
+        let off = Faults::off();
+        assert!(on.peer_fault(&peer).is_some_and(|f| f.drop_out));
+        assert!(on.ack_before_replication());
+        assert!(off.peer_fault(&peer).is_none());
+        assert!(!off.ack_before_replication());
+        let skewed = on.clock().now_ms();
+        let plain = off.clock().now_ms();
+        assert!(skewed >= plain + 3_500_000, "skew applies to this handle's clock only");
     }
 }

@@ -23,15 +23,16 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{Swarm, SwarmBuilder, Transport, noise, tcp, yamux};
 
 use super::NetError;
-use super::fault::FaultyMuxer;
+use super::fault::{Faults, FaultyMuxer};
 
 /// Time allowed for the whole connection upgrade (pnet + noise + yamux).
 pub const UPGRADE_TIMEOUT_MS: u64 = 10_000;
 /// Connections with no open stream are closed after this long.
 pub const IDLE_CONNECTION_TIMEOUT_MS: u64 = 60_000;
 
-/// Builds a swarm over the private-network transport with the behaviour `make` returns.
-pub fn build_swarm<B, F>(keypair: Keypair, secret: PreSharedKey, make: F) -> Result<Swarm<B>, NetError>
+/// Builds a swarm over the private-network transport with the behaviour `make` returns;
+/// every stream obeys `faults` (`Faults::off()` outside netsim).
+pub fn build_swarm<B, F>(keypair: Keypair, secret: PreSharedKey, faults: Faults, make: F) -> Result<Swarm<B>, NetError>
 where
     B: NetworkBehaviour,
     F: FnOnce(&Keypair) -> B,
@@ -48,7 +49,7 @@ where
                     .authenticate(noise)
                     .multiplex(yamux::Config::default())
                     .timeout(Duration::from_millis(UPGRADE_TIMEOUT_MS))
-                    .map(|(peer, muxer), _| (peer, FaultyMuxer::new(muxer, peer))),
+                    .map(move |(peer, muxer), _| (peer, FaultyMuxer::new(muxer, peer, faults.clone()))),
             )
         })
         .map_err(|e| NetError::Transport(e.to_string()))?

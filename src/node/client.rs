@@ -11,12 +11,11 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 
-use super::protocol::{
-    ADMIN_LIMITS, ADMIN_PROTOCOL, AdminRequest, AdminResponse, MAP_LIMITS, MAP_PROTOCOL, META_LIMITS, META_PROTOCOL,
-    MapRequest, MapResponse, MetaRequest, MetaResponse,
-};
 use crate::net::codec::PostcardCodec;
 use crate::net::transport::build_swarm;
+use crate::node::admin::wire::{ADMIN_LIMITS, ADMIN_PROTOCOL, AdminRequest, AdminResponse};
+use crate::node::maps::wire::{MAP_LIMITS, MAP_PROTOCOL, MapRequest, MapResponse};
+use crate::node::records::wire::{META_LIMITS, META_PROTOCOL, MetaRequest, MetaResponse};
 
 /// How long a one-off request may take, dial included.
 pub const ONE_OFF_TIMEOUT_MS: u64 = 15_000;
@@ -84,13 +83,18 @@ where
     Req: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
     Resp: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
 {
-    let mut swarm = build_swarm(Keypair::generate_ed25519(), secret, |_| {
-        request_response::Behaviour::<PostcardCodec<Req, Resp>>::with_codec(
-            PostcardCodec::new(limits),
-            [(protocol, ProtocolSupport::Outbound)],
-            request_response::Config::default().with_request_timeout(Duration::from_millis(ONE_OFF_TIMEOUT_MS)),
-        )
-    })?;
+    let mut swarm = build_swarm(
+        Keypair::generate_ed25519(),
+        secret,
+        crate::net::fault::Faults::off(),
+        |_| {
+            request_response::Behaviour::<PostcardCodec<Req, Resp>>::with_codec(
+                PostcardCodec::new(limits),
+                [(protocol, ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_millis(ONE_OFF_TIMEOUT_MS)),
+            )
+        },
+    )?;
     let mut answers: Vec<Option<anyhow::Result<Resp>>> = Vec::with_capacity(requests.len());
     let mut pending = std::collections::HashMap::new();
     for (i, (addr, request)) in requests.into_iter().enumerate() {

@@ -7,7 +7,7 @@ pub mod s3;
 
 use std::time::Duration;
 
-use hadss::cluster::{ClusterMap, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
+use hadss::cluster::{ClusterMap, NodeInfo, ReplicationPolicy};
 use hadss::node::{Node, NodeConfig};
 use libp2p::identity::ed25519;
 use libp2p::pnet::PreSharedKey;
@@ -33,6 +33,8 @@ pub fn config(
         zone: format!("z{}", i % 3),
         swim: hadss::config::SwimPreset::Fast.config(cluster_size as u32),
         role: swim::Role::Storage,
+        clock: hadss::clock::Clock::system(),
+        faults: hadss::net::fault::Faults::off(),
     }
 }
 
@@ -56,14 +58,7 @@ pub fn map_of(nodes: &[Node], epoch: u64) -> ClusterMap {
     let mut infos: Vec<NodeInfo> = nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| NodeInfo {
-            id: NodeId(n.peer_id().to_bytes()),
-            addrs: vec![n.listen_addr().to_string()],
-            role: Role::Storage,
-            zone: format!("z{}", i % 3),
-            weight: 100,
-            state: NodeState::In,
-        })
+        .map(|(i, n)| hadss_testkit::storage_info(n, &format!("z{}", i % 3)))
         .collect();
     infos.sort_by(|a, b| a.id.cmp(&b.id));
     ClusterMap {

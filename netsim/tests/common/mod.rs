@@ -54,6 +54,8 @@ pub async fn client_node(cluster: &netsim::ClusterFile, data_dir: PathBuf) -> ha
         zone: "client".into(),
         swim: hadss::config::SwimPreset::Fast.config(8),
         role: swim::Role::Gateway,
+        clock: hadss::clock::Clock::system(),
+        faults: hadss::net::fault::Faults::off(),
     })
     .await
     .unwrap()

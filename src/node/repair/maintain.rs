@@ -32,49 +32,19 @@ use std::time::{Duration, Instant};
 
 use chunkstore::ChunkId;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
-use super::reserve::wall_ms;
-use super::{Inner, bump};
+use super::report::{MaintenanceConfig, MaintenanceReport};
 use crate::cluster::{ClusterMap, NodeId, Placement, partition_of_chunk};
-use crate::node::protocol::{ChunkRequest, ChunkResponse, HAS_IDS_MAX, MetaRequest, MetaResponse};
+use crate::node::chunks::wire::{ChunkRequest, ChunkResponse, HAS_IDS_MAX};
+use crate::node::metrics::bump;
+use crate::node::records::wire::{MetaRequest, MetaResponse};
+use crate::node::runtime::Inner;
+use crate::node::runtime::{Node, peer_of};
 use crate::storage::hints::HintItem;
 use crate::storage::records::{Record, RecordValue, Version};
 use crate::storage::refs::{self, ChunkHolder, ChunkRefValue, HolderState, Verdict};
+use libp2p::PeerId;
 
-/// How the pass and the scrub run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaintenanceConfig {
-    /// Time between passes (0: no passes).
-    pub interval_ms: u64,
-    /// How long a reference may wait for its holder, and a chunk may stay unreferenced,
-    /// before it is collected.
-    pub gc_grace_ms: u64,
-    /// How long SWIM must report a node down before its partitions get another replica.
-    pub down_out_ms: u64,
-    /// Bytes per second of chunks copied by a pass (fetched or handed over); 0: unlimited.
-    pub copy_rate_bytes_per_s: u64,
-    /// Time between scrubs (0: never).
-    pub scrub_interval_ms: u64,
-    /// Bytes per second a scrub re-reads.
-    pub scrub_rate_bytes_per_s: u64,
-}
-
-impl Default for MaintenanceConfig {
-    fn default() -> Self {
-        MaintenanceConfig {
-            interval_ms: 60_000,
-            gc_grace_ms: 3_600_000,
-            down_out_ms: DOWN_OUT_MS_DEFAULT,
-            copy_rate_bytes_per_s: 100 * 1024 * 1024,
-            scrub_interval_ms: 7 * 24 * 3_600_000,
-            scrub_rate_bytes_per_s: 32 * 1024 * 1024,
-        }
-    }
-}
-
-/// Default `down_out_ms`: 10 minutes (Ceph's `mon_osd_down_out_interval`).
-pub const DOWN_OUT_MS_DEFAULT: u64 = 600_000;
 /// Reference records read per page.
 const REF_PAGE_RECORDS: usize = 1000;
 /// Holders remembered per pass (each a quorum read); beyond it references wait a pass.
@@ -85,44 +55,6 @@ const FETCHES_IN_FLIGHT_MAX: usize = 4;
 const COMPACTIONS_PER_PASS_MAX: usize = 16;
 /// References of one chunk read when confirming it is unreferenced.
 const CONFIRM_REFS_MAX: usize = 16;
-
-/// What one pass did and what is left, also the node's rebalancing progress.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MaintenanceReport {
-    /// Partitions this node is an effective replica of.
-    pub partitions_owned: u64,
-    /// Partitions still moving here or away: owned ones lacking chunks, or held ones not
-    /// owned (surplus records or chunks not yet handed over).
-    pub partitions_moving: u64,
-    /// Chunks fetched from other replicas.
-    pub chunks_fetched: u64,
-    /// Bytes of them.
-    pub fetched_bytes: u64,
-    /// Referenced chunks still missing here after the pass (no holder answered).
-    pub chunks_missing: u64,
-    /// References judged against their holder.
-    pub refs_checked: u64,
-    /// References found dead and tombstoned.
-    pub refs_dead: u64,
-    /// Unreferenced chunks deleted.
-    pub chunks_collected: u64,
-    /// Bytes of them.
-    pub collected_bytes: u64,
-    /// Surplus chunks given to owners that lacked them.
-    pub surplus_chunks_pushed: u64,
-    /// Surplus chunks deleted after every owner confirmed its copy.
-    pub surplus_chunks_dropped: u64,
-    /// Surplus chunks still held.
-    pub surplus_chunks_left: u64,
-    /// Bytes still to move: missing chunks (by their references) and surplus chunks here.
-    pub bytes_left: u64,
-    /// Surplus records pushed to owners.
-    pub surplus_records_pushed: u64,
-    /// Surplus records deleted after the owners had them.
-    pub surplus_records_dropped: u64,
-    /// Bytes the compaction afterwards gave back.
-    pub compacted_bytes: u64,
-}
 
 /// Paces copies to a byte rate.
 struct Pace {
@@ -362,7 +294,7 @@ impl Inner {
         cfg: &MaintenanceConfig,
         report: &mut MaintenanceReport,
     ) {
-        let now_ms = wall_ms();
+        let now_ms = self.clock.now_ms();
         for r in live {
             let ref_ms = refs::version_ms(&r.record.version);
             if now_ms.saturating_sub(ref_ms) < cfg.gc_grace_ms {
@@ -423,7 +355,7 @@ impl Inner {
         let Ok(ids) = tokio::task::spawn_blocking(move || chunks.ids().collect::<Vec<_>>()).await else {
             return;
         };
-        let now_ms = wall_ms();
+        let now_ms = self.clock.now_ms();
         let mut surplus: HashMap<u32, Vec<ChunkId>> = HashMap::new();
         let mut candidates = Vec::new();
         {
@@ -720,5 +652,59 @@ impl Inner {
             self.maintenance_nudge.notify_one();
         }
         report.corrupt
+    }
+}
+
+impl Node {
+    /// Starts maintenance (repair, re-replication, rebalancing, garbage collection) and
+    /// scrubbing in the background, per `config`; also sets how long a node must be down
+    /// before its partitions get another replica. Storage nodes run it; call it once.
+    pub fn start_maintenance(&self, config: MaintenanceConfig) {
+        if self.inner.maintenance.set(config).is_err() {
+            tracing::warn!("maintenance already started");
+            return;
+        }
+        if config.interval_ms > 0 {
+            tokio::spawn(maintenance_loop(
+                Arc::downgrade(&self.inner),
+                config.interval_ms,
+                self.inner.maintenance_nudge.clone(),
+            ));
+        }
+        if config.scrub_interval_ms > 0 {
+            tokio::spawn(scrub_loop(
+                Arc::downgrade(&self.inner),
+                config.scrub_interval_ms,
+                config.scrub_rate_bytes_per_s,
+            ));
+        }
+    }
+
+    /// Runs one maintenance pass now (waits for a running one first).
+    pub async fn maintenance_pass(&self) -> MaintenanceReport {
+        self.inner.clone().maintenance_pass().await
+    }
+
+    /// What the last maintenance pass did and left (None before the first).
+    pub fn maintenance_report(&self) -> Option<MaintenanceReport> {
+        *self.inner.maintenance_last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Scrubs every chunk now at `rate_bytes_per_s` (0: unlimited); returns the bad copies
+    /// it set aside (a maintenance pass then restores them).
+    pub async fn scrub(&self, rate_bytes_per_s: u64) -> Vec<ChunkId> {
+        self.inner.scrub_now(rate_bytes_per_s).await
+    }
+
+    /// The effective replicas of a partition (the first N of its preference list that are
+    /// not down longer than the down-out time).
+    pub fn effective_replicas(&self, partition: u32) -> Vec<PeerId> {
+        self.inner.view().map_or_else(Vec::new, |v| {
+            self.inner
+                .effective_replicas(&v.0, &v.1, partition)
+                .iter()
+                .filter_map(peer_of)
+                .collect()
+        })
     }
 }

@@ -3,8 +3,8 @@
 //! so keys can be managed with every monitor down. The gateway calls the same code for the
 //! grants it makes itself (a created bucket is owned by the key that created it).
 
-use super::Inner;
-use super::reserve::wall_ms;
+use super::runtime::Inner;
+use super::runtime::Node;
 use crate::access::{
     AccessKey, KEY_PREFIX, KEYS_LISTED_MAX, KEYS_PARTITION_KEY, KeyRequest, KeyResponse, key_record_key,
 };
@@ -36,7 +36,7 @@ impl Inner {
 
     async fn write_key(self: &Arc<Self>, id: &str, value: RecordValue, after: Option<Version>) -> anyhow::Result<()> {
         let partition = self.keys_partition()?;
-        let mut hlc = wall_ms() << 16;
+        let mut hlc = self.clock.now_ms() << 16;
         if let Some(v) = after {
             // Newer than what was read, even if this node's clock is behind the writer's.
             hlc = hlc.max(v.hlc + 1);
@@ -51,8 +51,8 @@ impl Inner {
                 },
                 value,
             })
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(())
     }
 
     /// Serves one key request.
@@ -66,11 +66,11 @@ impl Inner {
     async fn keys_op(self: &Arc<Self>, request: KeyRequest) -> anyhow::Result<KeyResponse> {
         Ok(match request {
             KeyRequest::Create { name, create_bucket } => {
-                let key = AccessKey::generate(&name, create_bucket, wall_ms())?;
+                let key = AccessKey::generate(&name, create_bucket, self.clock.now_ms())?;
                 self.store_new(key).await?
             }
             KeyRequest::Import { id, secret, name } => {
-                let key = AccessKey::import(&id, &secret, &name, wall_ms())?;
+                let key = AccessKey::import(&id, &secret, &name, self.clock.now_ms())?;
                 self.store_new(key).await?
             }
             KeyRequest::Info { id } => match self.read_key(&id).await? {
@@ -130,5 +130,17 @@ impl Inner {
         }
         keys.truncate(KEYS_LISTED_MAX);
         Ok(keys)
+    }
+}
+
+impl Node {
+    /// Serves an access key request here (what a remote `AdminRequest::Keys` gets).
+    pub async fn key_request(&self, request: crate::access::KeyRequest) -> crate::access::KeyResponse {
+        self.inner.clone().handle_keys(request).await
+    }
+
+    /// Reads one access key from R replicas (`None`: no such key, or deleted).
+    pub async fn access_key(&self, id: &str) -> anyhow::Result<Option<crate::access::AccessKey>> {
+        Ok(self.inner.read_key(id).await?.map(|(key, _)| key))
     }
 }

@@ -11,18 +11,14 @@
 
 use std::sync::Arc;
 
-use super::Inner;
+use super::runtime::Inner;
+use super::runtime::Node;
 use crate::cluster::NodeId;
-use crate::node::protocol::{MetaRequest, MetaResponse};
+use crate::node::records::wire::{MetaRequest, MetaResponse};
 use crate::storage::records::Reservation;
 
 /// How long a create reservation lasts if its creator never releases it.
 pub const CREATE_RESERVATION_TTL_MS: u32 = 30_000;
-
-/// Wall-clock time, ms since the Unix epoch.
-pub(super) fn wall_ms() -> u64 {
-    crate::net::fault::wall_clock_ms()
-}
 
 /// A majority's reservation of one key.
 #[derive(Debug, Clone)]
@@ -138,5 +134,19 @@ impl Inner {
             }
         });
         futures::future::join_all(releases).await;
+    }
+}
+
+impl Node {
+    /// Reserves `key` of `partition` for a create on a majority of its replicas (the
+    /// gateway's race-safe `If-None-Match: *`): at most one creator holds a key at a time,
+    /// and none while a replica of the majority stores a live record under it.
+    pub async fn reserve_create(&self, partition: u32, key: &[u8]) -> Result<CreateLease, CreateRefusal> {
+        self.inner.clone().reserve_create(partition, key.to_vec()).await
+    }
+
+    /// Drops a create reservation (best effort: an unreleased one expires).
+    pub async fn release_create(&self, lease: CreateLease) {
+        self.inner.clone().release_create(lease).await;
     }
 }

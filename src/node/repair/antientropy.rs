@@ -13,9 +13,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::Inner;
 use crate::cluster::NodeId;
-use crate::node::protocol::{MetaRequest, MetaResponse};
+use crate::node::records::wire::{MetaRequest, MetaResponse};
+use crate::node::runtime::Inner;
+use crate::node::runtime::Node;
 use crate::storage::antientropy::{self, Answer, Ask, ITEMS_PER_ANSWER_MAX, Session};
 use crate::storage::records::{PARTITION_MERKLE_SHAPE, Record, RecordStore};
 
@@ -44,7 +45,7 @@ pub struct AntiEntropyReport {
 }
 
 /// The peer's side: answers `ask` from this store's summary and records of `partition`.
-pub(super) fn answer_from(records: &RecordStore, partition: u32, ask: &Ask) -> Answer {
+pub(in crate::node) fn answer_from(records: &RecordStore, partition: u32, ask: &Ask) -> Answer {
     let tree = records.merkle_snapshot(partition);
     let mut failure = None;
     let answer = antientropy::answer(
@@ -184,6 +185,7 @@ impl Inner {
             // with yet, in this round, until R of them have (see `Filling`); any other with
             // one replica, taken in turn.
             let old_owners: Vec<NodeId> = self
+                .map
                 .filling_from(partition)
                 .unwrap_or_default()
                 .into_iter()
@@ -198,7 +200,7 @@ impl Inner {
                 match self.anti_entropy_with(&peer, partition, true).await {
                     Ok(r) => {
                         if is_old_owner {
-                            self.filled(partition, &peer);
+                            self.map.filled(partition, &peer);
                         }
                         report.sessions += 1;
                         report.exchanged_bytes += r.exchanged_bytes;
@@ -210,7 +212,7 @@ impl Inner {
                         tracing::debug!(partition, ?peer, error = %e, "anti-entropy session failed");
                     }
                 }
-                if is_old_owner && !self.is_filling(partition) {
+                if is_old_owner && !self.map.is_filling(partition) {
                     break;
                 }
             }
@@ -248,6 +250,22 @@ pub(super) async fn anti_entropy_loop(inner: Weak<Inner>, interval_ms: u64) {
             last = now;
             since_round_ms = 0;
             inner.anti_entropy_round().await;
+        }
+    }
+}
+
+impl Node {
+    /// Compares every record partition this node replicates with one other live replica
+    /// (round-robin over rounds) and copies what differs both ways. Returns the totals.
+    pub async fn anti_entropy_round(&self) -> AntiEntropyReport {
+        self.inner.clone().anti_entropy_round().await
+    }
+
+    /// Runs `anti_entropy_round` every `interval_ms` in the background (0: never), and right
+    /// after this node adopts a new map epoch.
+    pub fn start_anti_entropy(&self, interval_ms: u64) {
+        if interval_ms > 0 {
+            tokio::spawn(anti_entropy_loop(Arc::downgrade(&self.inner), interval_ms));
         }
     }
 }

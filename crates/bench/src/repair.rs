@@ -1,4 +1,4 @@
-//! `hadss bench repair` (part of the binary): what it costs to get back to full redundancy,
+//! `hadss-bench repair`: what it costs to get back to full redundancy,
 //! next to the limits measured in the same run.
 //! - Anti-entropy: two record stores of `--records` records in one partition that differ in
 //!   d records, compared by the same sans-IO session nodes run over the network; bytes of
@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chunkstore::ChunkId;
-use hadss::cluster::{ClusterMap, MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
-use hadss::node::runtime::MaintenanceConfig;
-use hadss::node::{Node, NodeConfig};
+use hadss::node::MaintenanceConfig;
+use hadss::node::Node;
 use hadss::storage::records::{Record, RecordStore, RecordValue, Version};
 use hadss::storage::refs::ChunkHolder;
 
-/// Options of `hadss bench repair`.
+/// Options of `hadss-bench repair`.
 #[derive(Debug, clap::Args)]
 pub struct RepairBench {
     /// Records per replica in the anti-entropy measurement.
@@ -110,38 +109,6 @@ fn anti_entropy(opts: &RepairBench, dir: &std::path::Path) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn start_node(
-    dir: &std::path::Path,
-    i: usize,
-    secret: [u8; 32],
-    key: &libp2p::identity::ed25519::Keypair,
-) -> anyhow::Result<Arc<Node>> {
-    let node = Node::start(NodeConfig {
-        data_dir: dir.join(format!("node-{i}")),
-        listen: "/ip4/127.0.0.1/tcp/0".parse()?,
-        secret: libp2p::pnet::PreSharedKey::new(secret),
-        map_key: key.public(),
-        chunk_options: chunkstore::Options::default(),
-        write_timeouts: Default::default(),
-        zone: format!("z{i}"),
-        swim: hadss::config::SwimPreset::Fast.config(4),
-        role: swim::Role::Storage,
-    })
-    .await?;
-    let node = Arc::new(node);
-    // As `hadss storage` runs them (anti-entropy brings a new owner the references).
-    node.start_anti_entropy(hadss::node::runtime::ANTI_ENTROPY_INTERVAL_MS_DEFAULT);
-    node.start_maintenance(MaintenanceConfig {
-        interval_ms: 1000,
-        gc_grace_ms: 3_600_000,
-        down_out_ms: DOWN_OUT_MS,
-        copy_rate_bytes_per_s: 0,
-        scrub_interval_ms: 0,
-        scrub_rate_bytes_per_s: 0,
-    });
-    Ok(node)
-}
-
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
     while !cond() {
@@ -152,53 +119,31 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<
 }
 
 async fn re_replication(opts: &RepairBench, dir: &std::path::Path) -> anyhow::Result<()> {
-    let disk = crate::bench::disk_limit(dir, CHUNK_BYTES, 1, 3)?;
-    let secret: [u8; 32] = rand::random();
-    let key = libp2p::identity::ed25519::Keypair::generate();
-    let mut nodes = Vec::new();
-    for i in 0..4 {
-        nodes.push(start_node(dir, i, secret, &key).await?);
-    }
-    let mut infos: Vec<NodeInfo> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NodeInfo {
-            id: NodeId(n.peer_id().to_bytes()),
-            addrs: vec![n.listen_addr().to_string()],
-            role: Role::Storage,
-            zone: format!("z{i}"),
-            weight: 100,
-            state: NodeState::In,
-        })
-        .collect();
-    infos.sort_by(|a, b| a.id.cmp(&b.id));
-    let map = ClusterMap {
-        epoch: 1,
-        nodes: infos,
-        policy: ReplicationPolicy {
-            replication: 3,
-            write_quorum: 2,
-            read_quorum: 2,
-        },
-        partitions: 64,
+    let disk = crate::replication::disk_limit(dir, CHUNK_BYTES, 1, 3)?;
+    // Four storage nodes, N=3, as `hadss storage` runs them (anti-entropy brings a new
+    // owner the references; maintenance fetches the chunks they name).
+    let options = hadss_testkit::ClusterOptions {
+        storage_nodes: 4,
+        zones: 4,
+        anti_entropy_interval_ms: Some(hadss::node::ANTI_ENTROPY_INTERVAL_MS_DEFAULT),
+        maintenance: Some(MaintenanceConfig {
+            interval_ms: 1000,
+            gc_grace_ms: 3_600_000,
+            down_out_ms: DOWN_OUT_MS,
+            copy_rate_bytes_per_s: 0,
+            scrub_interval_ms: 0,
+            scrub_rate_bytes_per_s: 0,
+        }),
+        ..hadss_testkit::ClusterOptions::default()
     };
-    let env = MapEnvelope::sign(&map, &key)?;
-    for n in &nodes {
-        n.offer_map(env.clone()).await?;
-    }
-    for n in &nodes {
-        let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
-        while n.live_members().await.len() < 3 {
-            anyhow::ensure!(Instant::now() < deadline, "SWIM did not converge");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    let mut cluster = hadss_testkit::Cluster::start(dir, options).await?;
+    let mut nodes = cluster.storage();
     let count = (opts.data_mib * 1024 * 1024).div_ceil(CHUNK_BYTES as u64);
     let base: Vec<u8> = (0..CHUNK_BYTES).map(|_| rand::random::<u8>()).collect();
     let mut ids = Vec::new();
     let started = Instant::now();
     for i in 0..count {
-        let data = crate::bench::chunk(&base, i);
+        let data = crate::replication::chunk(&base, i);
         let id = nodes[0].put_chunk(data).await?;
         let holder = ChunkHolder {
             holder_partition: 0,
@@ -226,6 +171,7 @@ async fn re_replication(opts: &RepairBench, dir: &std::path::Path) -> anyhow::Re
     let victim_peer = nodes[victim].peer_id();
     let killed = Instant::now();
     nodes.remove(victim);
+    cluster.stop(victim);
     wait_for("every survivor to see the victim down", || {
         nodes.iter().all(|n| n.is_down(&victim_peer))
     })

@@ -1,4 +1,4 @@
-//! How the gateway lays S3 buckets and objects out as cluster records.
+//! How the object layer lays buckets, objects, uploads and parts out as cluster records.
 //!
 //! - Bucket records: all in one partition (that of `"buckets"`), key `b/<bucket>`, so
 //!   ListBuckets is one scan.
@@ -13,6 +13,8 @@
 //! content-addressed chunks.
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::access::valid_bucket_name;
 
 /// Objects up to this size live inline in their record (one replicated write per PUT).
 pub const INLINE_SIZE_BYTES_MAX: usize = 128 * 1024;
@@ -224,19 +226,6 @@ pub struct ChunkRef {
 pub struct CorruptRecord {
     /// Which kind of record.
     pub what: &'static str,
-}
-
-/// Whether `name` is a valid S3 bucket name (3–63 of lower-case letters, digits, `-`, `.`;
-/// starts and ends with a letter or digit; not an IP address).
-pub fn valid_bucket_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    (3..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
-        && b.first().is_some_and(|c| c.is_ascii_alphanumeric())
-        && b.last().is_some_and(|c| c.is_ascii_alphanumeric())
-        && !name.contains("..")
-        && name.parse::<std::net::Ipv4Addr>().is_err()
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! `hadss bench s3` (part of the binary): an S3 load generator. It PUTs and GETs small
+//! `hadss-bench s3`: an S3 load generator. It PUTs and GETs small
 //! objects (ops/s, p50/p99 latency) and large objects (MiB/s) at several concurrencies
 //! against an S3 endpoint — by default a `hadss dev` it starts as a child process in a
-//! scratch directory, so client and server are separate processes as with any S3 client —
+//! scratch directory (the `hadss` binary beside this one unless `--hadss` names another), so
+//! client and server are separate processes as with any S3 client —
 //! and measures in the same run the limits they are bounded by on this machine:
 //! - disk: a plain file written in 4 MiB blocks with an `fdatasync` after each (every copy
 //!   of a chunk is made durable this way; three replicas on one disk share it);
@@ -28,7 +29,7 @@ const BLOCK_SIZE_BYTES: usize = 1024 * 1024;
 /// Most latency samples kept per measurement (beyond that the run is long enough).
 const SAMPLES_MAX: usize = 2_000_000;
 
-/// Options of `hadss bench s3`.
+/// Options of `hadss-bench s3`.
 #[derive(Debug, clap::Args)]
 pub struct S3Bench {
     /// The S3 endpoint (default: start `hadss dev` in a scratch directory under `--dir`).
@@ -61,6 +62,24 @@ pub struct S3Bench {
     /// Scratch directory (the dev cluster's data, the disk-limit file).
     #[arg(long, default_value = "target/bench-tmp")]
     pub dir: std::path::PathBuf,
+    /// The `hadss` binary that serves `hadss dev` (default: the one beside this binary,
+    /// which `cargo build --release` puts there).
+    #[arg(long)]
+    pub hadss: Option<std::path::PathBuf>,
+}
+
+/// The `hadss` binary to run: `given`, else the one beside this executable.
+fn hadss_binary(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?.with_file_name(format!("hadss{}", std::env::consts::EXE_SUFFIX)),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found: build it first (cargo build --release) or pass --hadss",
+        path.display()
+    );
+    Ok(path)
 }
 
 type Client = hyper_util::client::legacy::Client<
@@ -206,11 +225,16 @@ impl Drop for DevServer {
     }
 }
 
-fn start_dev(dir: &std::path::Path, access: &str, secret: &str) -> anyhow::Result<(DevServer, String)> {
+fn start_dev(
+    hadss: &std::path::Path,
+    dir: &std::path::Path,
+    access: &str,
+    secret: &str,
+) -> anyhow::Result<(DevServer, String)> {
     use std::io::BufRead;
     let data = dir.join(format!("dev-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+    let mut child = std::process::Command::new(hadss)
         .args([
             "dev",
             "--s3-listen",
@@ -265,7 +289,7 @@ pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
                 "hadss-bench-secret-key-0000000000000000".to_string(),
             );
             eprintln!("starting hadss dev…");
-            let (server, endpoint) = start_dev(&opts.dir, &access, &secret)?;
+            let (server, endpoint) = start_dev(&hadss_binary(opts.hadss.as_deref())?, &opts.dir, &access, &secret)?;
             (Some(server), endpoint, access, secret)
         }
     };
@@ -294,7 +318,7 @@ pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
     let max_c = opts.concurrency.iter().copied().max().unwrap_or(1);
 
     eprintln!("disk limit (4 MiB writes, fdatasync each)…");
-    let disk = crate::bench::disk_limit(&opts.dir, 4 << 20, 1, 3)?;
+    let disk = crate::replication::disk_limit(&opts.dir, 4 << 20, 1, 3)?;
     eprintln!("chunk store alone ({} KiB, {max_c} threads)…", opts.small_kib);
     let (store_puts, store_gets) = store_ceiling(&opts.dir, &base[..small], max_c, opts.seconds)?;
 
@@ -424,14 +448,14 @@ fn store_ceiling(dir: &std::path::Path, body: &[u8], threads: usize, seconds: u6
     let store_dir = dir.join(format!("store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&store_dir);
     let store = chunkstore::Store::open(&store_dir, chunkstore::Options::default())?;
-    let (puts, put_time) = crate::bench::run_threads(threads, seconds, |i| {
-        store.put(&crate::bench::chunk(body, i))?;
+    let (puts, put_time) = crate::replication::run_threads(threads, seconds, |i| {
+        store.put(&crate::replication::chunk(body, i))?;
         Ok(())
     })?;
     let ids: Vec<chunkstore::ChunkId> = (0..puts)
-        .map(|i| chunkstore::ChunkId::of(&crate::bench::chunk(body, i)))
+        .map(|i| chunkstore::ChunkId::of(&crate::replication::chunk(body, i)))
         .collect();
-    let (gets, get_time) = crate::bench::run_threads(threads, seconds, |i| {
+    let (gets, get_time) = crate::replication::run_threads(threads, seconds, |i| {
         let id = &ids[(i.wrapping_mul(0x9e37_79b9) % ids.len().max(1) as u64) as usize];
         store.get(id)?.context("chunk missing")?;
         Ok(())

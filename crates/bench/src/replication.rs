@@ -1,4 +1,4 @@
-//! `hadss bench replication` (part of the binary): replicated chunk put/get throughput of
+//! `hadss-bench replication`: replicated chunk put/get throughput of
 //! three in-process storage nodes on loopback (N=3, W=2, every copy fsync'd), next to the
 //! figures it is bounded by, all measured in the same run on the same disk:
 //! - disk: appending the same chunks to one file with one `fdatasync` per `concurrency`
@@ -16,10 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chunkstore::ChunkId;
-use hadss::cluster::{ClusterMap, MapEnvelope, NodeId, NodeInfo, NodeState, ReplicationPolicy, Role};
-use hadss::node::{Node, NodeConfig};
 
-/// Options of `hadss bench replication`.
+/// Options of `hadss-bench replication`.
 #[derive(Debug, clap::Args)]
 pub struct ReplicationBench {
     /// Chunk sizes to measure, in KiB.
@@ -151,64 +149,18 @@ where
     Ok((next.load(Ordering::Relaxed), start.elapsed()))
 }
 
-struct Cluster {
-    nodes: Vec<Node>,
-    client: Node,
-}
-
-async fn start_cluster(dir: &std::path::Path, size_max: usize) -> anyhow::Result<Cluster> {
-    let secret = libp2p::pnet::PreSharedKey::new(rand::random());
-    let key = libp2p::identity::ed25519::Keypair::generate();
-    let chunk_size_bytes_max = u32::try_from(size_max.max(1 << 20))?;
-    let config = |name: &str, zone: &str| NodeConfig {
-        data_dir: dir.join(name),
-        listen: "/ip4/127.0.0.1/tcp/0"
-            .parse()
-            .unwrap_or_else(|_| unreachable!("valid address")),
-        secret,
-        map_key: key.public(),
+/// Three storage nodes in three zones, N=3 W=2 R=2, LAN SWIM timing, and a client node
+/// (the kit's gateway node: not in the map, it coordinates writes).
+async fn start_cluster(dir: &std::path::Path, size_max: usize) -> anyhow::Result<hadss_testkit::Cluster> {
+    let options = hadss_testkit::ClusterOptions {
         chunk_options: chunkstore::Options {
-            chunk_size_bytes_max,
+            chunk_size_bytes_max: u32::try_from(size_max.max(1 << 20))?,
             ..chunkstore::Options::default()
         },
-        write_timeouts: Default::default(),
-        zone: zone.into(),
-        swim: hadss::config::SwimPreset::Lan.config(4),
-        role: swim::Role::Storage,
+        swim: hadss::config::SwimPreset::Lan,
+        ..hadss_testkit::ClusterOptions::default()
     };
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(Node::start(config(&format!("node-{i}"), &format!("z{i}"))).await?);
-    }
-    let client = Node::start(config("client", "client")).await?;
-    let mut infos: Vec<NodeInfo> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NodeInfo {
-            id: NodeId(n.peer_id().to_bytes()),
-            addrs: vec![n.listen_addr().to_string()],
-            role: Role::Storage,
-            zone: format!("z{i}"),
-            weight: 100,
-            state: NodeState::In,
-        })
-        .collect();
-    infos.sort_by(|a, b| a.id.cmp(&b.id));
-    let map = ClusterMap {
-        epoch: 1,
-        nodes: infos,
-        policy: ReplicationPolicy {
-            replication: 3,
-            write_quorum: 2,
-            read_quorum: 2,
-        },
-        partitions: 64,
-    };
-    let env = MapEnvelope::sign(&map, &key)?;
-    for n in nodes.iter().chain([&client]) {
-        n.offer_map(env.clone()).await?;
-    }
-    Ok(Cluster { nodes, client })
+    hadss_testkit::Cluster::start(dir, options).await
 }
 
 /// Runs the benchmark and prints a Markdown table.
@@ -246,7 +198,7 @@ pub async fn run(opts: ReplicationBench) -> anyhow::Result<()> {
             let (n, t) = run_tasks(c, opts.seconds, move |i| {
                 let (cluster, body) = (cluster2.clone(), body2.clone());
                 async move {
-                    cluster.client.put_chunk(chunk(&body, i)).await?;
+                    cluster.gateway().put_chunk(chunk(&body, i)).await?;
                     Ok(())
                 }
             })
@@ -292,7 +244,7 @@ pub async fn run(opts: ReplicationBench) -> anyhow::Result<()> {
             run_tasks(c, opts.seconds, move |i| {
                 let (cluster, body) = (cluster.clone(), body.clone());
                 async move {
-                    cluster.client.put_chunk(chunk(&body, i)).await?;
+                    cluster.gateway().put_chunk(chunk(&body, i)).await?;
                     Ok(())
                 }
             })
@@ -305,7 +257,7 @@ pub async fn run(opts: ReplicationBench) -> anyhow::Result<()> {
                 let (cluster, rids) = (cluster.clone(), rids.clone());
                 async move {
                     let id = rids[(i.wrapping_mul(0x9e37_79b9) % rids.len() as u64) as usize];
-                    cluster.client.get_chunk(&id).await?.context("chunk missing")?;
+                    cluster.gateway().get_chunk(&id).await?.context("chunk missing")?;
                     Ok(())
                 }
             })
@@ -315,7 +267,11 @@ pub async fn run(opts: ReplicationBench) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut copies = [0u64; 4];
         for id in rids.iter() {
-            copies[cluster.nodes.iter().filter(|n| n.chunk_store().contains(id)).count()] += 1;
+            copies[cluster
+                .storage()
+                .iter()
+                .filter(|n| n.chunk_store().contains(id))
+                .count()] += 1;
         }
         if copies[3] != rputs {
             eprintln!("  warning: chunks by number of copies (0, 1, 2, 3): {copies:?}");

@@ -1,0 +1,374 @@
+//! Chunks, service and client: storing a chunk here (verified against its id, with a hint
+//! when held for a replica that is down), coordinating a replicated chunk put, reading a
+//! chunk from here or the preference list (hedged, every copy verified, a bad local copy
+//! replaced, replicas that lack it repaired in the background), and answering
+//! `/hadss/chunk/1`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chunkstore::ChunkId;
+use futures::StreamExt;
+
+use crate::cluster::{NodeId, partition_of_chunk};
+use crate::node::chunks::wire::{ChunkRequest, ChunkResponse, HAS_IDS_MAX};
+use crate::node::error::NodeError;
+use crate::node::error::err;
+use crate::node::error::{ErrorCode, RemoteError};
+use crate::node::hedge::HEDGED_READ_DELAY_MS;
+use crate::node::metrics::bump;
+use crate::node::quorum::TargetCopy;
+use crate::node::runtime::{Inner, parse_node_id};
+use crate::node::runtime::{Node, node_id, peer_of};
+use crate::storage::hints::{Hint, HintItem};
+use crate::storage::records::Record;
+use crate::storage::replication::{Counting, Outcome};
+use libp2p::PeerId;
+
+impl Inner {
+    pub(in crate::node) async fn store_chunk_locally(
+        &self,
+        id: ChunkId,
+        data: Arc<Vec<u8>>,
+    ) -> Result<(), RemoteError> {
+        let chunks = self.chunks.clone();
+        let result = tokio::task::spawn_blocking(move || chunks.put_expecting(id, &data))
+            .await
+            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        match result {
+            Ok(_) => Ok(()),
+            Err(chunkstore::Error::IdMismatch { .. }) => {
+                self.counters
+                    .chunk_id_mismatch
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(err(ErrorCode::BadRequest, "chunk bytes do not match their id"))
+            }
+            Err(e @ chunkstore::Error::Full { .. }) => Err(err(ErrorCode::Full, e.to_string())),
+            Err(e) => Err(err(ErrorCode::Internal, e.to_string())),
+        }
+    }
+
+    /// Stores a chunk; with `hint_for`, also records (durably, before returning) that the
+    /// copy is held for that replica.
+    pub(in crate::node) async fn store_chunk_with_hint(
+        &self,
+        id: ChunkId,
+        data: Arc<Vec<u8>>,
+        hint_for: Option<NodeId>,
+    ) -> Result<(), RemoteError> {
+        let Some(target) = hint_for else {
+            return self.store_chunk_locally(id, data).await;
+        };
+        let _guard = self.hint_lock.lock().await;
+        self.store_chunk_locally(id, data).await?;
+        self.add_hint(Hint {
+            item: HintItem::Chunk(id.0),
+            target,
+        })
+        .await
+    }
+
+    /// Stores a chunk on W of its targets; returns the durable copies known.
+    pub(in crate::node) async fn coordinate_chunk(
+        self: Arc<Self>,
+        id: ChunkId,
+        data: Arc<Vec<u8>>,
+    ) -> Result<u32, NodeError> {
+        let Some(view) = self.view() else {
+            return Err(NodeError::NoMap);
+        };
+        let (map, placement) = &*view;
+        let partition = partition_of_chunk(map.partitions, &id.0);
+        let preference: Vec<NodeId> = placement.preference(partition).cloned().collect();
+        let (n, w) = (
+            usize::from(map.policy.replication),
+            usize::from(map.policy.write_quorum),
+        );
+        let me = self.node_id.clone();
+        let this = self.clone();
+        let (outcome, full) = self
+            .replicate(
+                preference,
+                (n, w),
+                Counting::AnyTarget,
+                data.len() as u64,
+                move |to, hint_for| {
+                    let this = this.clone();
+                    let data = data.clone();
+                    let me = me.clone();
+                    async move {
+                        if to == me {
+                            match this.store_chunk_with_hint(id, data, hint_for).await {
+                                Ok(()) => TargetCopy::Durable,
+                                Err(e) => TargetCopy::refused(e.code),
+                            }
+                        } else {
+                            let req = ChunkRequest::Put {
+                                id: id.0,
+                                data: data.to_vec(),
+                                coordinate: false,
+                                hint_for: hint_for.map(|h| h.0),
+                            };
+                            match this.request_chunk(&to, req).await {
+                                Ok(ChunkResponse::Stored { .. }) => TargetCopy::Durable,
+                                Ok(ChunkResponse::Error(e)) => TargetCopy::refused(e.code),
+                                _ => TargetCopy::Failed,
+                            }
+                        }
+                    }
+                },
+            )
+            .await;
+        bump(match &outcome {
+            Outcome::Acked { .. } => &self.counters.writes_acked,
+            Outcome::Failed { .. } => &self.counters.writes_failed,
+        });
+        match outcome {
+            Outcome::Acked { durable_on, .. } => Ok(durable_on.len() as u32),
+            Outcome::Failed {
+                durable_acks, needed, ..
+            } => Err(NodeError::failed_write(durable_acks, needed, full)),
+        }
+    }
+
+    pub(in crate::node) async fn get_chunk(self: Arc<Self>, id: ChunkId) -> Result<Option<Vec<u8>>, NodeError> {
+        let chunks = self.chunks.clone();
+        let local = tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await?;
+        // A local copy that failed verification was set aside by the chunk store; it is
+        // replaced below from a healthy replica.
+        let corrupt_here = match local {
+            Ok(Some(bytes)) => return Ok(Some(bytes)),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(%id, error = %e, "local copy unreadable; reading from a replica");
+                e.is_corruption()
+            }
+        };
+        let Some(view) = self.view() else {
+            return Err(NodeError::NoMap);
+        };
+        let partition = partition_of_chunk(view.0.partitions, &id.0);
+        let replicas = usize::from(view.0.policy.replication);
+        // Replicas found without a good copy: given the verified bytes once they are found.
+        let mut lacking: Vec<NodeId> = Vec::new();
+        let mut candidates: Vec<(usize, NodeId)> = view
+            .1
+            .preference(partition)
+            .enumerate()
+            .filter(|(_, n)| **n != self.node_id)
+            .map(|(rank, n)| (rank, n.clone()))
+            .collect();
+        // Members SWIM reports down are asked last (stable: preference order otherwise).
+        candidates.sort_by_key(|(_, n)| !self.is_alive(n));
+        self.hedges.earn();
+        let ask = |(rank, node): (usize, NodeId)| {
+            let this = self.clone();
+            async move {
+                let answer = this.request_chunk(&node, ChunkRequest::Get { id: id.0 }).await;
+                (rank, node, answer)
+            }
+        };
+        // Hedged read: one replica at a time, but a replica that has not answered within
+        // `HEDGED_READ_DELAY_MS` gets company from the next one; the first good copy wins.
+        let mut next = 0;
+        let mut asking = futures::stream::FuturesUnordered::new();
+        if let Some(c) = candidates.first() {
+            asking.push(ask(c.clone()));
+            next = 1;
+        }
+        let hedge = tokio::time::sleep(Duration::from_millis(HEDGED_READ_DELAY_MS));
+        tokio::pin!(hedge);
+        loop {
+            let (rank, node, answer) = tokio::select! {
+                Some(done) = asking.next() => done,
+                () = &mut hedge, if next < candidates.len() => {
+                    if self.hedges.take() {
+                        bump(&self.counters.hedged_chunk_reads);
+                        asking.push(ask(candidates[next].clone()));
+                        next += 1;
+                    }
+                    hedge.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(HEDGED_READ_DELAY_MS));
+                    continue;
+                }
+                else => break,
+            };
+            let bytes = match answer {
+                Ok(ChunkResponse::Data(bytes)) if ChunkId::of(&bytes) == id => Some(bytes),
+                Ok(ChunkResponse::Data(_)) => {
+                    // Never pass on bytes that do not match their id.
+                    bump(&self.counters.chunk_id_mismatch);
+                    tracing::error!(%id, peer = ?node, "peer sent a chunk that does not match its id");
+                    if rank < replicas {
+                        lacking.push(node.clone());
+                    }
+                    None
+                }
+                Ok(ChunkResponse::NotFound)
+                | Ok(ChunkResponse::Error(RemoteError {
+                    code: ErrorCode::Corrupt,
+                    ..
+                })) => {
+                    if rank < replicas {
+                        lacking.push(node.clone());
+                    }
+                    None
+                }
+                _ => None,
+            };
+            let Some(bytes) = bytes else {
+                // No copy there: ask the next one at once.
+                if next < candidates.len() {
+                    asking.push(ask(candidates[next].clone()));
+                    next += 1;
+                }
+                continue;
+            };
+            if corrupt_here {
+                let repaired = self.store_chunk_locally(id, Arc::new(bytes.clone())).await;
+                tracing::info!(%id, ok = repaired.is_ok(), "replaced a corrupt local copy from a replica");
+            }
+            if !lacking.is_empty() {
+                let this = self.clone();
+                let data = bytes.clone();
+                tokio::spawn(async move { this.repair_chunk_replicas(id, data, lacking).await });
+            }
+            return Ok(Some(bytes));
+        }
+        Ok(None)
+    }
+
+    pub(in crate::node) async fn repair_chunk_replicas(&self, id: ChunkId, data: Vec<u8>, replicas: Vec<NodeId>) {
+        for node in replicas {
+            let req = ChunkRequest::Put {
+                id: id.0,
+                data: data.clone(),
+                coordinate: false,
+                hint_for: None,
+            };
+            if matches!(self.request_chunk(&node, req).await, Ok(ChunkResponse::Stored { .. })) {
+                bump(&self.counters.chunk_read_repairs);
+                tracing::info!(%id, peer = ?node, "gave a replica the chunk it lacked");
+            }
+        }
+    }
+
+    pub(in crate::node) async fn handle_chunk(self: Arc<Self>, request: ChunkRequest) -> ChunkResponse {
+        match request {
+            ChunkRequest::Put {
+                id,
+                data,
+                coordinate,
+                hint_for,
+            } => {
+                let id = ChunkId(id);
+                if ChunkId::of(&data) != id {
+                    self.counters
+                        .chunk_id_mismatch
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return ChunkResponse::Error(err(ErrorCode::BadRequest, "chunk bytes do not match their id"));
+                }
+                let hint_for = match hint_for.map(|h| parse_node_id(&h)).transpose() {
+                    Ok(h) => h,
+                    Err(e) => return ChunkResponse::Error(e),
+                };
+                if coordinate {
+                    match self.coordinate_chunk(id, Arc::new(data)).await {
+                        Ok(copies) => ChunkResponse::Stored { copies },
+                        Err(e) => ChunkResponse::Error(RemoteError::from(&e)),
+                    }
+                } else {
+                    match self.store_chunk_with_hint(id, Arc::new(data), hint_for).await {
+                        Ok(()) => ChunkResponse::Stored { copies: 1 },
+                        Err(e) => ChunkResponse::Error(e),
+                    }
+                }
+            }
+            ChunkRequest::Get { id } => {
+                let chunks = self.chunks.clone();
+                let id = ChunkId(id);
+                match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await {
+                    Ok(Ok(Some(bytes))) => ChunkResponse::Data(bytes),
+                    Ok(Ok(None)) => ChunkResponse::NotFound,
+                    Ok(Err(e)) if e.is_corruption() => {
+                        bump(&self.counters.corrupt_chunks_refused);
+                        tracing::error!(%id, error = %e, "local copy failed verification; not sent");
+                        ChunkResponse::Error(err(ErrorCode::Corrupt, e.to_string()))
+                    }
+                    Ok(Err(e)) => ChunkResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                    Err(e) => ChunkResponse::Error(err(ErrorCode::Internal, e.to_string())),
+                }
+            }
+            ChunkRequest::Has { ids } => {
+                if ids.len() > HAS_IDS_MAX {
+                    return ChunkResponse::Error(err(ErrorCode::BadRequest, "too many ids in one question"));
+                }
+                ChunkResponse::Have(ids.iter().map(|id| self.chunks.contains(&ChunkId(*id))).collect())
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Stores a chunk on W of its replicas (this node coordinates). Returns its id.
+    pub async fn put_chunk(&self, data: Vec<u8>) -> Result<ChunkId, NodeError> {
+        let id = ChunkId::of(&data);
+        self.inner
+            .clone()
+            .coordinate_chunk(id, Arc::new(data))
+            .await
+            .map(|_| id)
+    }
+
+    /// Reads a chunk from this node or, failing that, from its replicas and fallbacks in
+    /// preference order. Every copy is verified (BLAKE3) before it is returned.
+    pub async fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, NodeError> {
+        self.inner.clone().get_chunk(*id).await
+    }
+
+    /// Sends one raw chunk request to `peer` (the native client path; tests use it to play a
+    /// misbehaving peer).
+    pub async fn chunk_request(&self, peer: PeerId, request: ChunkRequest) -> anyhow::Result<ChunkResponse> {
+        self.inner
+            .request_chunk(&node_id(&peer), request)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The replicas (first N of the preference list) of a chunk under the current map.
+    pub fn chunk_replicas(&self, id: &ChunkId) -> Vec<PeerId> {
+        self.inner.view().map_or_else(Vec::new, |v| {
+            let partition = partition_of_chunk(v.0.partitions, &id.0);
+            v.1.preference(partition)
+                .take(usize::from(v.0.policy.replication))
+                .filter_map(peer_of)
+                .collect()
+        })
+    }
+
+    /// Records that `holder` lists `chunk` (a quorum write in the chunk's partition), so
+    /// garbage collection keeps the chunk while the holder does. Write it before the holder.
+    pub async fn put_chunk_ref(
+        &self,
+        chunk: &ChunkId,
+        chunk_size_bytes: u32,
+        holder: &crate::storage::refs::ChunkHolder,
+    ) -> Result<(), NodeError> {
+        let Some(view) = self.inner.view() else {
+            return Err(NodeError::NoMap);
+        };
+        let value = crate::storage::refs::ChunkRefValue::V1 {
+            holder: holder.clone(),
+            chunk_size_bytes,
+        };
+        let record = Record {
+            partition: partition_of_chunk(view.0.partitions, &chunk.0),
+            key: crate::storage::refs::ref_key(&chunk.0, holder),
+            version: crate::storage::records::Version {
+                hlc: self.inner.ref_hlc.now(self.inner.clock.now_ms()),
+                unique: rand::random(),
+            },
+            value: crate::storage::records::RecordValue::Data(value.encode()),
+        };
+        self.inner.clone().coordinate_record(record).await.map(|_| ())
+    }
+}
