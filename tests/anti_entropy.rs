@@ -56,21 +56,35 @@ async fn diverged_replicas_converge_within_a_few_rounds() {
             // The same 500 records everywhere, then differences.
             let base: Vec<Record> = (0..500).map(|i| record(p, i, 1_000)).collect();
             for n in &nodes {
-                n.record_store().put(base.clone()).unwrap();
+                n.record_store().expect("a storage node").put(base.clone()).unwrap();
             }
             let only_on_0 = record(p, 1_000, 1_000);
             let newer_on_1 = record(p, 7, 2_000);
             let newest_on_2 = record(p, 8, 3_000);
             let older_on_2 = record(p, 8, 1_500);
-            nodes[0].record_store().put(vec![only_on_0.clone()]).unwrap();
+            nodes[0]
+                .record_store()
+                .expect("a storage node")
+                .put(vec![only_on_0.clone()])
+                .unwrap();
             nodes[1]
                 .record_store()
+                .expect("a storage node")
                 .put(vec![newer_on_1.clone(), older_on_2])
                 .unwrap();
-            nodes[2].record_store().put(vec![newest_on_2.clone()]).unwrap();
+            nodes[2]
+                .record_store()
+                .expect("a storage node")
+                .put(vec![newest_on_2.clone()])
+                .unwrap();
             expected.extend([only_on_0, newer_on_1, newest_on_2]);
         }
-        let roots = |p: u32| -> Vec<_> { nodes.iter().map(|n| n.record_store().merkle_root(p)).collect() };
+        let roots = |p: u32| -> Vec<_> {
+            nodes
+                .iter()
+                .map(|n| n.record_store().expect("a storage node").merkle_root(p))
+                .collect()
+        };
         for &p in &partitions {
             let r = roots(p);
             assert!(r[0] != r[1] && r[1] != r[2], "partition {p} should differ everywhere");
@@ -94,7 +108,12 @@ async fn diverged_replicas_converge_within_a_few_rounds() {
         eprintln!("converged after {rounds} round(s) on every node, {copied} records copied");
         for rec in &expected {
             for (i, n) in nodes.iter().enumerate() {
-                let got = n.record_store().get(rec.partition, &rec.key).unwrap().unwrap();
+                let got = n
+                    .record_store()
+                    .expect("a storage node")
+                    .get(rec.partition, &rec.key)
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(
                     got.version,
                     rec.version,

@@ -270,7 +270,7 @@ fn copies(cluster: &Cluster, objects: &Objects) -> Copies {
         let p = partition_of_chunk(PARTITIONS, &c.0);
         let holders = live
             .iter()
-            .filter(|n| n.chunk_store().contains(&c))
+            .filter(|n| n.chunk_store().expect("a storage node").contains(&c))
             .map(|n| id(n))
             .collect();
         out.chunks.push((c, p, holders));
@@ -278,6 +278,7 @@ fn copies(cluster: &Cluster, objects: &Objects) -> Copies {
             .iter()
             .filter(|n| {
                 n.record_store()
+                    .expect("a storage node")
                     .scan(p, &ref_prefix(&c.0), None, 16)
                     .unwrap()
                     .iter()
@@ -292,7 +293,7 @@ fn copies(cluster: &Cluster, objects: &Objects) -> Copies {
         let k = object_key(BUCKET, key);
         let holders = live
             .iter()
-            .filter(|n| n.record_store().get(p, &k).unwrap().is_some())
+            .filter(|n| n.record_store().expect("a storage node").get(p, &k).unwrap().is_some())
             .map(|n| id(n))
             .collect();
         out.records.push((key.clone(), p, holders));
@@ -394,7 +395,11 @@ async fn a_node_killed_for_good_gets_its_copies_restored_elsewhere() {
         let victim = (0..5)
             .max_by_key(|i| {
                 let n = cluster.nodes[*i].as_ref().unwrap();
-                objects.chunks().iter().filter(|c| n.chunk_store().contains(c)).count()
+                objects
+                    .chunks()
+                    .iter()
+                    .filter(|c| n.chunk_store().expect("a storage node").contains(c))
+                    .count()
             })
             .unwrap();
         cluster.nodes[victim] = None;
@@ -459,7 +464,11 @@ async fn an_added_node_takes_its_share_and_each_copy_ends_on_exactly_its_owners(
         // The newcomer's share arrives by its own fetches or by the old owners pushing their
         // surplus copies to it, whichever runs first; either way it now holds chunks.
         let n = cluster.nodes[4].as_ref().unwrap();
-        let held = objects.chunks().iter().filter(|c| n.chunk_store().contains(c)).count();
+        let held = objects
+            .chunks()
+            .iter()
+            .filter(|c| n.chunk_store().expect("a storage node").contains(c))
+            .count();
         assert!(held > 0, "the new node holds none of the objects' chunks");
         let report = n.maintenance_report().unwrap();
         assert_eq!(report.partitions_moving, 0, "{report:?}");
@@ -496,7 +505,7 @@ async fn scrub_finds_flipped_bytes_and_the_copy_is_restored() {
         // Flip bytes in the middle of the object's first chunk on node 0's disk.
         let node = cluster.nodes[0].as_ref().unwrap().clone();
         let chunk = ChunkId::of(&data[..CHUNK_SIZE_BYTES.min(data.len())]);
-        assert!(node.chunk_store().contains(&chunk));
+        assert!(node.chunk_store().expect("a storage node").contains(&chunk));
         let (file, at) = find_in_segments(&cluster.dir.path().join("storage-0"), &data[500_000..500_064]).unwrap();
         {
             use std::os::unix::fs::FileExt;
@@ -508,14 +517,22 @@ async fn scrub_finds_flipped_bytes_and_the_copy_is_restored() {
         // Scrub finds it and sets it aside ...
         let bad = node.scrub(0).await;
         assert_eq!(bad, vec![chunk], "scrub should report exactly the damaged chunk");
-        assert!(!node.chunk_store().contains(&chunk), "a corrupt copy stays set aside");
+        assert!(
+            !node.chunk_store().expect("a storage node").contains(&chunk),
+            "a corrupt copy stays set aside"
+        );
         // ... and GETs meanwhile never serve it.
         for _ in 0..3 {
             assert!(cluster.get(key).await.unwrap() == *data, "a GET served wrong bytes");
         }
         // The next pass (started at once by the scrub) restores it from a healthy replica.
         eventually(Duration::from_secs(60), "the copy restored", || async {
-            node.chunk_store().verify(&chunk).ok().flatten().is_some()
+            node.chunk_store()
+                .expect("a storage node")
+                .verify(&chunk)
+                .ok()
+                .flatten()
+                .is_some()
         })
         .await;
         assert!(node.scrub(0).await.is_empty(), "a second scrub finds nothing");

@@ -88,7 +88,12 @@ async fn a_node_with_another_secret_stays_outside() {
                 .await
                 .unwrap();
             assert!(
-                outsider.chunk_store().get(&id).unwrap().is_none(),
+                outsider
+                    .chunk_store()
+                    .expect("a storage node")
+                    .get(&id)
+                    .unwrap()
+                    .is_none(),
                 "nothing reached the outsider"
             );
         }

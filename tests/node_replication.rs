@@ -80,7 +80,10 @@ async fn replicated_writes_survive_a_stopped_node() {
         }
         // Every chunk has at least W=2 durable copies, at most N=3.
         for (id, _) in &ids {
-            let copies = nodes.iter().filter(|n| n.chunk_store().contains(id)).count();
+            let copies = nodes
+                .iter()
+                .filter(|n| n.chunk_store().expect("a storage node").contains(id))
+                .count();
             assert!((2..=3).contains(&copies), "chunk {id:?} has {copies} copies");
         }
         for n in &nodes {
@@ -97,11 +100,14 @@ async fn replicated_writes_survive_a_stopped_node() {
         // Flip a byte of one chunk inside a holder's segment file: the holder never serves the
         // bad copy, reads it from another replica, and replaces its own copy.
         let (victim_id, victim_i) = ids[17];
-        let holder = nodes.iter().find(|n| n.chunk_store().contains(&victim_id)).unwrap();
+        let holder = nodes
+            .iter()
+            .find(|n| n.chunk_store().expect("a storage node").contains(&victim_id))
+            .unwrap();
         // The record header holds the id at offset 16; its payload starts at offset 64.
         let needle = victim_id.0;
         let mut flipped = false;
-        for entry in std::fs::read_dir(holder.chunk_store().dir()).unwrap() {
+        for entry in std::fs::read_dir(holder.chunk_store().expect("a storage node").dir()).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "dat") {
                 let raw = std::fs::read(&path).unwrap();
@@ -120,12 +126,20 @@ async fn replicated_writes_survive_a_stopped_node() {
             body(victim_i),
             "served from a replica"
         );
-        assert!(holder.chunk_store().contains(&victim_id), "the bad copy was replaced");
+        assert!(
+            holder.chunk_store().expect("a storage node").contains(&victim_id),
+            "the bad copy was replaced"
+        );
         assert_eq!(
-            &holder.chunk_store().get(&victim_id).unwrap().unwrap()[..],
+            &holder
+                .chunk_store()
+                .expect("a storage node")
+                .get(&victim_id)
+                .unwrap()
+                .unwrap()[..],
             &body(victim_i)[..]
         );
-        assert!(holder.chunk_store().stats().corruptions >= 1);
+        assert!(holder.chunk_store().expect("a storage node").stats().corruptions >= 1);
 
         // Read repair of a chunk: the first replica loses its copy; a read through a node that
         // holds none finds it missing there, succeeds from the next replica, and gives the
@@ -133,13 +147,13 @@ async fn replicated_writes_survive_a_stopped_node() {
         let (lost_id, lost_i) = ids[23];
         let replicas = nodes[0].chunk_replicas(&lost_id);
         let first = nodes.iter().find(|n| n.peer_id() == replicas[0]).unwrap();
-        assert!(first.chunk_store().delete(&lost_id).unwrap());
+        assert!(first.chunk_store().expect("a storage node").delete(&lost_id).unwrap());
         let reader = nodes.iter().find(|n| !replicas.contains(&n.peer_id())).unwrap();
         assert_eq!(reader.get_chunk(&lost_id).await.unwrap().unwrap(), body(lost_i));
         eventually(
             Duration::from_secs(10),
             "the first replica has the chunk again",
-            || async { first.chunk_store().contains(&lost_id) },
+            || async { first.chunk_store().expect("a storage node").contains(&lost_id) },
         )
         .await;
 
@@ -169,7 +183,14 @@ async fn replicated_writes_survive_a_stopped_node() {
         eventually(
             Duration::from_secs(10),
             "the second replica has the newer record",
-            || async { second.record_store().get(newer.partition, &newer.key).unwrap() == Some(newer.clone()) },
+            || async {
+                second
+                    .record_store()
+                    .expect("a storage node")
+                    .get(newer.partition, &newer.key)
+                    .unwrap()
+                    == Some(newer.clone())
+            },
         )
         .await;
 
@@ -195,6 +216,7 @@ async fn replicated_writes_survive_a_stopped_node() {
         assert!(
             !nodes[1]
                 .chunk_store()
+                .expect("a storage node")
                 .contains(&chunkstore::ChunkId::of(b"something else"))
         );
 
@@ -247,7 +269,12 @@ async fn replicated_writes_survive_a_stopped_node() {
         for (id, i) in &ids[200..] {
             if back.chunk_replicas(id).contains(&stopped_id) {
                 assert_eq!(
-                    &back.chunk_store().get(id).unwrap().expect("handed back")[..],
+                    &back
+                        .chunk_store()
+                        .expect("a storage node")
+                        .get(id)
+                        .unwrap()
+                        .expect("handed back")[..],
                     &body(*i)[..],
                     "chunk {i}"
                 );
@@ -255,7 +282,7 @@ async fn replicated_writes_survive_a_stopped_node() {
             let copies = nodes
                 .iter()
                 .chain([&back])
-                .filter(|n| n.chunk_store().contains(id))
+                .filter(|n| n.chunk_store().expect("a storage node").contains(id))
                 .count();
             assert!(copies <= 3, "chunk {i}: surplus copies dropped, {copies} left");
         }
@@ -263,7 +290,10 @@ async fn replicated_writes_survive_a_stopped_node() {
             let want = record(&nodes[0], i);
             if back.record_replicas(want.partition).contains(&stopped_id) {
                 assert_eq!(
-                    back.record_store().get(want.partition, &want.key).unwrap(),
+                    back.record_store()
+                        .expect("a storage node")
+                        .get(want.partition, &want.key)
+                        .unwrap(),
                     Some(want),
                     "record {i}"
                 );

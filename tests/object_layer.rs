@@ -57,6 +57,14 @@ async fn objects_buckets_multipart_and_keys_through_the_object_layer() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = Cluster::start(dir.path(), ClusterOptions::default()).await.unwrap();
         let objects = ObjectStore::new(cluster.gateway().clone());
+        // A gateway holds no data: it opens no chunk, record or hint store.
+        assert!(cluster.gateway().chunk_store().is_none());
+        assert!(cluster.gateway().record_store().is_none());
+        let gateway_dir = dir.path().join("gateway");
+        for store in ["chunks", "records.redb", "hints.redb"] {
+            assert!(!gateway_dir.join(store).exists(), "the gateway made {store}");
+        }
+        assert!(cluster.storage().iter().all(|n| n.chunk_store().is_some()));
 
         // Buckets.
         assert_eq!(

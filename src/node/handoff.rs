@@ -12,8 +12,8 @@ use futures::StreamExt;
 
 use super::error::err;
 use super::metrics::bump;
-use super::runtime::Inner;
 use super::runtime::Node;
+use super::runtime::{Inner, not_storage};
 use crate::cluster::{NodeId, partition_of_chunk};
 use crate::node::chunks::wire::{ChunkRequest, ChunkResponse};
 use crate::node::error::{ErrorCode, RemoteError};
@@ -45,7 +45,7 @@ async fn handoff_loop(inner: std::sync::Weak<Inner>, nudge: Arc<tokio::sync::Not
             () = nudge.notified() => {}
         }
         let Some(inner) = inner.upgrade() else { return };
-        if !inner.hints.is_empty() {
+        if inner.stores.as_ref().is_some_and(|s| !s.hints.is_empty()) {
             inner.hand_off_round().await;
         }
     }
@@ -53,7 +53,7 @@ async fn handoff_loop(inner: std::sync::Weak<Inner>, nudge: Arc<tokio::sync::Not
 
 impl Inner {
     pub(super) async fn add_hint(&self, hint: Hint) -> Result<(), RemoteError> {
-        let hints = self.hints.clone();
+        let hints = self.stores.as_ref().ok_or_else(not_storage)?.hints.clone();
         match tokio::task::spawn_blocking(move || hints.add(&[hint])).await {
             Ok(Ok(())) => {
                 bump(&self.counters.hints_stored);
@@ -68,9 +68,10 @@ impl Inner {
     /// One pass over the hints: every replica SWIM does not report down gets its copies
     /// back; a replica that fails one is skipped for the rest of the round.
     pub(super) async fn hand_off_round(self: Arc<Self>) {
+        let Some(local) = self.stores.as_ref() else { return };
         let mut after: Option<Hint> = None;
         for _ in 0..HANDOFF_PAGES_PER_ROUND_MAX {
-            let hints = self.hints.clone();
+            let hints = local.hints.clone();
             let cursor = after.clone();
             let page = match tokio::task::spawn_blocking(move || {
                 hints.list(cursor.as_ref(), crate::storage::hints::HINTS_PAGE_MAX)
@@ -121,10 +122,13 @@ impl Inner {
 
     /// Hands one hinted copy to its replica. Returns false if the replica did not take it.
     pub(super) async fn hand_off(&self, hint: &Hint) -> bool {
+        let Some(local) = self.stores.as_ref() else {
+            return false;
+        };
         let delivered = match &hint.item {
             HintItem::Chunk(id) => {
                 let id = ChunkId(*id);
-                let chunks = self.chunks.clone();
+                let chunks = local.chunks.clone();
                 match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await {
                     Ok(Ok(Some(data))) => {
                         let req = ChunkRequest::Put {
@@ -147,7 +151,7 @@ impl Inner {
                 }
             }
             HintItem::Record { partition, key } => {
-                let records = self.records.clone();
+                let records = local.records.clone();
                 let (p, k) = (*partition, key.clone());
                 match tokio::task::spawn_blocking(move || records.get(p, &k)).await {
                     Ok(Ok(Some(record))) => {
@@ -168,7 +172,7 @@ impl Inner {
             }
         };
         let _guard = self.hint_lock.lock().await;
-        let hints = self.hints.clone();
+        let hints = local.hints.clone();
         let h = hint.clone();
         if !matches!(tokio::task::spawn_blocking(move || hints.remove(&h)).await, Ok(Ok(()))) {
             return false;
@@ -183,6 +187,7 @@ impl Inner {
     /// Deletes this node's copy of `item` if no hint names it any more and this node is not
     /// one of its replicas under the current map. Called with `hint_lock` held.
     pub(super) async fn drop_if_surplus(&self, item: &HintItem) {
+        let Some(local) = self.stores.as_ref() else { return };
         let Some(view) = self.view() else { return };
         let (map, placement) = &*view;
         let partition = match item {
@@ -197,7 +202,7 @@ impl Inner {
         {
             return;
         }
-        let hints = self.hints.clone();
+        let hints = local.hints.clone();
         let it = item.clone();
         if !matches!(
             tokio::task::spawn_blocking(move || hints.holds_item(&it)).await,
@@ -205,7 +210,7 @@ impl Inner {
         ) {
             return;
         }
-        let (chunks, records, item) = (self.chunks.clone(), self.records.clone(), item.clone());
+        let (chunks, records, item) = (local.chunks.clone(), local.records.clone(), item.clone());
         let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
             match item {
                 HintItem::Chunk(id) => chunks.delete(&ChunkId(id)).map(|_| ()).map_err(|e| e.to_string()),
@@ -229,7 +234,7 @@ impl Inner {
 impl Node {
     /// Hints this node holds for replicas that were down.
     pub fn hints_held(&self) -> u64 {
-        self.inner.hints.len()
+        self.inner.stores.as_ref().map_or(0, |s| s.hints.len())
     }
 
     /// Runs one handoff round now (the background task also runs them periodically).

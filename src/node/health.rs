@@ -24,8 +24,8 @@ impl crate::observe::Observable for Inner {
             "filling_partitions": self.map.filling_count(),
             "members_up": read(&self.up),
             "members_down": read(&self.down),
-            "hints_held": self.hints.len(),
-            "chunks": self.chunks.stats().chunks,
+            "hints_held": self.stores.as_ref().map_or(0, |s| s.hints.len()),
+            "chunks": self.stores.as_ref().map_or(0, |s| s.chunks.stats().chunks),
             "uptime_s": self.started.elapsed().as_secs(),
             "monitor": self.monitor.get().map(|m| m.health()),
             "maintenance": *self.maintenance_last.lock().unwrap_or_else(|p| p.into_inner()),
@@ -55,7 +55,7 @@ impl crate::observe::Observable for Inner {
             registry,
             "hints_held",
             "Copies held for replicas that were down",
-            self.hints.len() as i64,
+            self.stores.as_ref().map_or(0, |s| s.hints.len()) as i64,
         );
         gauge(
             registry,
@@ -68,7 +68,8 @@ impl crate::observe::Observable for Inner {
                 gauge(registry, name, help, value);
             }
         }
-        let st = self.chunks.stats();
+        // Gateways and monitors hold no chunks: their chunk store figures are zero.
+        let st = self.stores.as_ref().map(|s| s.chunks.stats()).unwrap_or_default();
         gauge(registry, "chunkstore_chunks", "Chunks stored", st.chunks as i64);
         gauge(registry, "chunkstore_segments", "Segment files", st.segments as i64);
         gauge(

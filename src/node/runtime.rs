@@ -69,14 +69,46 @@ pub enum RecordWrite {
     Superseded,
 }
 
+/// A storage node's stores: chunks, records, and the copies it holds for replicas that were
+/// down (hints).
+pub(super) struct LocalStores {
+    pub(super) chunks: Arc<chunkstore::Store>,
+    pub(super) records: Arc<RecordStore>,
+    pub(super) hints: Arc<HintStore>,
+}
+
+impl LocalStores {
+    /// Opens (or creates) the stores under the node's data directory.
+    async fn open(config: &NodeConfig) -> anyhow::Result<LocalStores> {
+        let chunks = {
+            let dir = config.data_dir.join("chunks");
+            let options = config.chunk_options.clone();
+            Arc::new(tokio::task::spawn_blocking(move || chunkstore::Store::open(dir, options)).await??)
+        };
+        let records = {
+            let path = config.data_dir.join("records.redb");
+            Arc::new(tokio::task::spawn_blocking(move || RecordStore::open(&path)).await??)
+        };
+        let hints = {
+            let path = config.data_dir.join("hints.redb");
+            Arc::new(tokio::task::spawn_blocking(move || HintStore::open(&path)).await??)
+        };
+        Ok(LocalStores { chunks, records, hints })
+    }
+}
+
+/// The answer of a node that holds no data to a request about data.
+pub(super) fn not_storage() -> RemoteError {
+    err(ErrorCode::BadRequest, "this node holds no data (not a storage node)")
+}
+
 /// The state the subsystems share: each subsystem's own part is a struct of its module
 /// (`MapView`, `HedgeBudget`, `NodeCounters`) or the fields documented as its.
 pub(super) struct Inner {
     pub(super) node_id: NodeId,
     pub(super) started: Instant,
-    pub(super) chunks: Arc<chunkstore::Store>,
-    pub(super) records: Arc<RecordStore>,
-    pub(super) hints: Arc<HintStore>,
+    /// The data this node holds; `None` on gateways and monitors, which hold none.
+    pub(super) stores: Option<LocalStores>,
     /// Serialises "store a hinted copy" against "drop a surplus copy" so a new hint cannot
     /// lose its data to a concurrent cleanup.
     pub(super) hint_lock: tokio::sync::Mutex<()>,
@@ -167,18 +199,10 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)?;
         let keypair: Keypair = crate::net::identity::load_or_create_keypair(&config.data_dir.join("node.key"))?;
         let peer_id = keypair.public().to_peer_id();
-        let chunks = {
-            let dir = config.data_dir.join("chunks");
-            let options = config.chunk_options.clone();
-            Arc::new(tokio::task::spawn_blocking(move || chunkstore::Store::open(dir, options)).await??)
-        };
-        let records = {
-            let path = config.data_dir.join("records.redb");
-            Arc::new(tokio::task::spawn_blocking(move || RecordStore::open(&path)).await??)
-        };
-        let hints = {
-            let path = config.data_dir.join("hints.redb");
-            Arc::new(tokio::task::spawn_blocking(move || HintStore::open(&path)).await??)
+        // Only storage nodes hold data: placement never names a gateway or a monitor.
+        let stores = match config.role {
+            swim::Role::Storage => Some(LocalStores::open(&config).await?),
+            _ => None,
         };
         let maps = MapStore::open(config.data_dir.join("map.bin"), config.map_key.clone())?;
 
@@ -194,9 +218,7 @@ impl Node {
         let inner = Arc::new(Inner {
             node_id: node_id(&peer_id),
             started: Instant::now(),
-            chunks,
-            records,
-            hints,
+            stores,
             hint_lock: tokio::sync::Mutex::new(()),
             handoff_nudge: Arc::new(tokio::sync::Notify::new()),
             map: MapView::new(node_id(&peer_id), maps),
@@ -252,9 +274,9 @@ impl Node {
         &self.listen_addr
     }
 
-    /// The local chunk store (for checks and repairs).
-    pub fn chunk_store(&self) -> &Arc<chunkstore::Store> {
-        &self.inner.chunks
+    /// The local chunk store (for checks and repairs); `None` unless a storage node.
+    pub fn chunk_store(&self) -> Option<&Arc<chunkstore::Store>> {
+        self.inner.stores.as_ref().map(|s| &s.chunks)
     }
 
     /// Tells the node where a peer listens (bootstrap, before any map names it).

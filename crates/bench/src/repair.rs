@@ -158,16 +158,27 @@ async fn re_replication(opts: &RepairBench, dir: &std::path::Path) -> anyhow::Re
         opts.data_mib,
         started.elapsed().as_secs_f64()
     );
-    let copies = |live: &[Arc<Node>], id: &ChunkId| live.iter().filter(|n| n.chunk_store().contains(id)).count();
+    let copies = |live: &[Arc<Node>], id: &ChunkId| {
+        live.iter()
+            .filter(|n| n.chunk_store().expect("a storage node").contains(id))
+            .count()
+    };
     wait_for("three copies of every chunk", || {
         ids.iter().all(|id| copies(&nodes, id) >= 3)
     })
     .await?;
     // Kill the node holding the most chunks.
     let victim = (0..nodes.len())
-        .max_by_key(|i| ids.iter().filter(|id| nodes[*i].chunk_store().contains(id)).count())
+        .max_by_key(|i| {
+            ids.iter()
+                .filter(|id| nodes[*i].chunk_store().expect("a storage node").contains(id))
+                .count()
+        })
         .unwrap_or(0);
-    let held = ids.iter().filter(|id| nodes[victim].chunk_store().contains(id)).count();
+    let held = ids
+        .iter()
+        .filter(|id| nodes[victim].chunk_store().expect("a storage node").contains(id))
+        .count();
     let victim_peer = nodes[victim].peer_id();
     let killed = Instant::now();
     nodes.remove(victim);

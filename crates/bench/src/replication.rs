@@ -270,7 +270,7 @@ pub async fn run(opts: ReplicationBench) -> anyhow::Result<()> {
             copies[cluster
                 .storage()
                 .iter()
-                .filter(|n| n.chunk_store().contains(id))
+                .filter(|n| n.chunk_store().expect("a storage node").contains(id))
                 .count()] += 1;
         }
         if copies[3] != rputs {

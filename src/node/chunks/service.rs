@@ -18,7 +18,7 @@ use crate::node::error::{ErrorCode, RemoteError};
 use crate::node::hedge::HEDGED_READ_DELAY_MS;
 use crate::node::metrics::bump;
 use crate::node::quorum::TargetCopy;
-use crate::node::runtime::{Inner, parse_node_id};
+use crate::node::runtime::{Inner, not_storage, parse_node_id};
 use crate::node::runtime::{Node, node_id, peer_of};
 use crate::storage::hints::{Hint, HintItem};
 use crate::storage::records::Record;
@@ -31,7 +31,7 @@ impl Inner {
         id: ChunkId,
         data: Arc<Vec<u8>>,
     ) -> Result<(), RemoteError> {
-        let chunks = self.chunks.clone();
+        let chunks = self.stores.as_ref().ok_or_else(not_storage)?.chunks.clone();
         let result = tokio::task::spawn_blocking(move || chunks.put_expecting(id, &data))
             .await
             .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
@@ -132,8 +132,11 @@ impl Inner {
     }
 
     pub(in crate::node) async fn get_chunk(self: Arc<Self>, id: ChunkId) -> Result<Option<Vec<u8>>, NodeError> {
-        let chunks = self.chunks.clone();
-        let local = tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await?;
+        // Gateways and monitors hold no chunks: straight to the replicas.
+        let local = match self.stores.as_ref().map(|s| s.chunks.clone()) {
+            Some(chunks) => tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await?,
+            None => Ok(None),
+        };
         // A local copy that failed verification was set aside by the chunk store; it is
         // replaced below from a healthy replica.
         let corrupt_here = match local {
@@ -284,7 +287,9 @@ impl Inner {
                 }
             }
             ChunkRequest::Get { id } => {
-                let chunks = self.chunks.clone();
+                let Some(chunks) = self.stores.as_ref().map(|s| s.chunks.clone()) else {
+                    return ChunkResponse::NotFound;
+                };
                 let id = ChunkId(id);
                 match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await {
                     Ok(Ok(Some(bytes))) => ChunkResponse::Data(bytes),
@@ -302,7 +307,8 @@ impl Inner {
                 if ids.len() > HAS_IDS_MAX {
                     return ChunkResponse::Error(err(ErrorCode::BadRequest, "too many ids in one question"));
                 }
-                ChunkResponse::Have(ids.iter().map(|id| self.chunks.contains(&ChunkId(*id))).collect())
+                let held = |id: &[u8; 32]| self.stores.as_ref().is_some_and(|s| s.chunks.contains(&ChunkId(*id)));
+                ChunkResponse::Have(ids.iter().map(held).collect())
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::node::metrics::bump;
 use crate::node::quorum::TargetCopy;
 use crate::node::records::wire::{MetaRequest, MetaResponse, RESERVATION_TTL_MS_MAX, SCAN_RESPONSE_BYTES_MAX};
 use crate::node::repair::antientropy;
-use crate::node::runtime::{Inner, RecordWrite, parse_node_id};
+use crate::node::runtime::{Inner, RecordWrite, not_storage, parse_node_id};
 use crate::node::runtime::{Node, node_id, peer_of};
 use crate::storage::hints::{Hint, HintItem};
 use crate::storage::records::Record;
@@ -73,7 +73,7 @@ impl Inner {
             Some(_) => Some(self.hint_lock.lock().await),
             None => None,
         };
-        let records = self.records.clone();
+        let records = self.stores.as_ref().ok_or_else(not_storage)?.records.clone();
         let applied = match tokio::task::spawn_blocking(move || records.put(batch)).await {
             Ok(Ok(applied)) => applied,
             Ok(Err(e @ crate::storage::records::RecordError::Invalid(_))) => {
@@ -221,7 +221,7 @@ impl Inner {
     ) -> Option<(Option<Record>, bool)> {
         if *node == self.node_id {
             let filling = self.map.is_filling(partition);
-            let records = self.records.clone();
+            let records = self.stores.as_ref()?.records.clone();
             return tokio::task::spawn_blocking(move || records.get(partition, &key))
                 .await
                 .ok()?
@@ -263,7 +263,9 @@ impl Inner {
                 async move {
                     let page = if node == this.node_id {
                         let filling = this.map.is_filling(partition);
-                        let records = this.records.clone();
+                        let Some(records) = this.stores.as_ref().map(|s| s.records.clone()) else {
+                            return (node, None);
+                        };
                         match tokio::task::spawn_blocking(move || {
                             records.scan(partition, &prefix, after.as_deref(), limit)
                         })
@@ -353,7 +355,9 @@ impl Inner {
                 after,
                 limit,
             } => {
-                let records = self.records.clone();
+                let Some(records) = self.stores.as_ref().map(|s| s.records.clone()) else {
+                    return MetaResponse::Error(not_storage());
+                };
                 let limit = (limit as usize).min(crate::storage::records::SCAN_RECORDS_MAX);
                 match tokio::task::spawn_blocking(move || records.scan(partition, &prefix, after.as_deref(), limit))
                     .await
@@ -383,7 +387,9 @@ impl Inner {
                 }
             }
             MetaRequest::Get { partition, key } => {
-                let records = self.records.clone();
+                let Some(records) = self.stores.as_ref().map(|s| s.records.clone()) else {
+                    return MetaResponse::Error(not_storage());
+                };
                 match tokio::task::spawn_blocking(move || records.get(partition, &key)).await {
                     Ok(Ok(record)) => MetaResponse::Record(record),
                     Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
@@ -396,7 +402,9 @@ impl Inner {
                 token,
                 ttl_ms,
             } => {
-                let records = self.records.clone();
+                let Some(records) = self.stores.as_ref().map(|s| s.records.clone()) else {
+                    return MetaResponse::Error(not_storage());
+                };
                 let now = self.clock.now_ms();
                 let expires = now + u64::from(ttl_ms.min(RESERVATION_TTL_MS_MAX));
                 match tokio::task::spawn_blocking(move || records.reserve(partition, &key, token, now, expires)).await {
@@ -406,14 +414,18 @@ impl Inner {
                 }
             }
             MetaRequest::AntiEntropy { partition, ask } => {
-                let records = self.records.clone();
+                let Some(records) = self.stores.as_ref().map(|s| s.records.clone()) else {
+                    return MetaResponse::Error(not_storage());
+                };
                 match tokio::task::spawn_blocking(move || antientropy::answer_from(&records, partition, &ask)).await {
                     Ok(answer) => MetaResponse::AntiEntropy(answer),
                     Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
                 }
             }
             MetaRequest::Release { partition, key, token } => {
-                let records = self.records.clone();
+                let Some(records) = self.stores.as_ref().map(|s| s.records.clone()) else {
+                    return MetaResponse::Error(not_storage());
+                };
                 match tokio::task::spawn_blocking(move || records.release(partition, &key, token)).await {
                     Ok(Ok(released)) => MetaResponse::Applied(vec![released]),
                     Ok(Err(e)) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
@@ -473,8 +485,8 @@ impl Node {
         self.inner.clone().scan_records(partition, prefix, after, limit).await
     }
 
-    /// The local record store (for checks).
-    pub fn record_store(&self) -> &Arc<RecordStore> {
-        &self.inner.records
+    /// The local record store (for checks); `None` unless a storage node.
+    pub fn record_store(&self) -> Option<&Arc<RecordStore>> {
+        self.inner.stores.as_ref().map(|s| &s.records)
     }
 }

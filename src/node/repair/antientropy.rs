@@ -85,7 +85,11 @@ impl Inner {
         partition: u32,
         pull: bool,
     ) -> anyhow::Result<AntiEntropyReport> {
-        let records = self.records.clone();
+        let local = self
+            .stores
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this node holds no data (not a storage node)"))?;
+        let records = local.records.clone();
         let tree = tokio::task::spawn_blocking(move || records.merkle_snapshot(partition))
             .await?
             .or_else(|| chunkstore::MerkleTree::new(PARTITION_MERKLE_SHAPE))
@@ -109,7 +113,7 @@ impl Inner {
             // This side's items of the asked leaves, read off the async threads.
             let mut local = match &ask {
                 Ask::Leaves { leaves, .. } => {
-                    let (records, leaves) = (self.records.clone(), leaves.clone());
+                    let (records, leaves) = (local.records.clone(), leaves.clone());
                     Some(
                         tokio::task::spawn_blocking(move || records.leaf_items(partition, &leaves, None, usize::MAX))
                             .await??
@@ -137,7 +141,7 @@ impl Inner {
         }
         let mut pushed = 0u64;
         for keys in plan.push.chunks(PUSH_BATCH_RECORDS) {
-            let (records, keys) = (self.records.clone(), keys.to_vec());
+            let (records, keys) = (local.records.clone(), keys.to_vec());
             let batch: Vec<Record> = tokio::task::spawn_blocking(move || {
                 keys.iter()
                     .filter_map(|k| records.get(partition, k).ok().flatten())

@@ -136,10 +136,14 @@ impl Inner {
 
     /// The live references this node holds in `partition`.
     async fn local_refs(&self, partition: u32) -> anyhow::Result<Vec<LiveRef>> {
+        let local = self
+            .stores
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this node holds no data (not a storage node)"))?;
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let (records, a) = (self.records.clone(), after.clone());
+            let (records, a) = (local.records.clone(), after.clone());
             let page = tokio::task::spawn_blocking(move || {
                 records.scan(partition, refs::REF_PREFIX, a.as_deref(), REF_PAGE_RECORDS)
             })
@@ -171,6 +175,9 @@ impl Inner {
 
     /// One maintenance pass; see the module documentation.
     pub(super) async fn maintenance_pass(self: Arc<Self>) -> MaintenanceReport {
+        let Some(local) = self.stores.as_ref() else {
+            return MaintenanceReport::default();
+        };
         let _one_at_a_time = self.maintenance_running.lock().await;
         let mut report = MaintenanceReport::default();
         let Some(view) = self.view() else { return report };
@@ -205,7 +212,7 @@ impl Inner {
             let mut asked: HashSet<[u8; 32]> = HashSet::new();
             let missing: Vec<(ChunkId, u32)> = live
                 .iter()
-                .filter(|r| !self.chunks.contains(&ChunkId(r.chunk)) && asked.insert(r.chunk))
+                .filter(|r| !local.chunks.contains(&ChunkId(r.chunk)) && asked.insert(r.chunk))
                 .map(|r| (ChunkId(r.chunk), r.chunk_size_bytes))
                 .collect();
             let mut fetches = futures::stream::iter(missing.into_iter().map(|(id, size)| {
@@ -249,11 +256,11 @@ impl Inner {
         self.sweep_chunks(map, placement, &owned, &referenced, &cfg, &mut pace, &mut report)
             .await;
         self.hand_over_records(map, placement, &owned, &mut report).await;
-        let dead_bytes = self.chunks.stats().dead_record_bytes;
+        let dead_bytes = local.chunks.stats().dead_record_bytes;
         if report.chunks_collected + report.surplus_chunks_dropped > 0
-            || dead_bytes >= self.chunks.options().segment_size_bytes
+            || dead_bytes >= local.chunks.options().segment_size_bytes
         {
-            let chunks = self.chunks.clone();
+            let chunks = local.chunks.clone();
             match tokio::task::spawn_blocking(move || -> chunkstore::Result<u64> {
                 let mut reclaimed = 0u64;
                 for _ in 0..COMPACTIONS_PER_PASS_MAX {
@@ -351,7 +358,8 @@ impl Inner {
         pace: &mut Pace,
         report: &mut MaintenanceReport,
     ) {
-        let chunks = self.chunks.clone();
+        let Some(local) = self.stores.as_ref() else { return };
+        let chunks = local.chunks.clone();
         let Ok(ids) = tokio::task::spawn_blocking(move || chunks.ids().collect::<Vec<_>>()).await else {
             return;
         };
@@ -379,7 +387,7 @@ impl Inner {
             if self.referenced_anywhere(partition, &id, &replicas).await != Some(false) {
                 continue;
             }
-            let size = self.chunks.size_of(&id).unwrap_or(0);
+            let size = local.chunks.size_of(&id).unwrap_or(0);
             if self.delete_chunk_unless_hinted(id).await {
                 self.unreferenced.lock().unwrap_or_else(|p| p.into_inner()).clear(&id.0);
                 report.chunks_collected += 1;
@@ -418,12 +426,12 @@ impl Inner {
                 for (id, lacking) in batch.iter().zip(lacking) {
                     let Some(lacking) = lacking else {
                         left += 1;
-                        report.bytes_left += self.chunks.size_of(id).unwrap_or(0);
+                        report.bytes_left += local.chunks.size_of(id).unwrap_or(0);
                         continue;
                     };
                     let mut given = true;
                     if !lacking.is_empty() {
-                        let chunks = self.chunks.clone();
+                        let chunks = local.chunks.clone();
                         let id2 = *id;
                         let data = match tokio::task::spawn_blocking(move || chunks.get(&id2)).await {
                             Ok(Ok(Some(c))) => c.to_vec(),
@@ -455,7 +463,7 @@ impl Inner {
                         }
                     } else {
                         left += 1;
-                        report.bytes_left += self.chunks.size_of(id).unwrap_or(0);
+                        report.bytes_left += local.chunks.size_of(id).unwrap_or(0);
                     }
                 }
             }
@@ -469,10 +477,11 @@ impl Inner {
     /// Whether any effective replica holds a live reference to `id` (None: one could not
     /// answer, so nothing may be concluded).
     async fn referenced_anywhere(&self, partition: u32, id: &ChunkId, replicas: &[NodeId]) -> Option<bool> {
+        let local = self.stores.as_ref()?;
         let prefix = refs::ref_prefix(&id.0);
         for node in replicas {
             let page = if *node == self.node_id {
-                let (records, p) = (self.records.clone(), prefix.clone());
+                let (records, p) = (local.records.clone(), prefix.clone());
                 tokio::task::spawn_blocking(move || records.scan(partition, &p, None, CONFIRM_REFS_MAX))
                     .await
                     .ok()?
@@ -498,7 +507,10 @@ impl Inner {
 
     /// The ids no hint names (hinted copies belong to handoff).
     async fn not_hinted(&self, ids: &[ChunkId]) -> Vec<ChunkId> {
-        let (hints, ids) = (self.hints.clone(), ids.to_vec());
+        let Some(local) = self.stores.as_ref() else {
+            return Vec::new();
+        };
+        let (hints, ids) = (local.hints.clone(), ids.to_vec());
         tokio::task::spawn_blocking(move || {
             ids.into_iter()
                 .filter(|id| matches!(hints.holds_item(&HintItem::Chunk(id.0)), Ok(false)))
@@ -510,11 +522,14 @@ impl Inner {
 
     /// Deletes a local chunk unless a hint names it, serialised with hinted stores.
     async fn delete_chunk_unless_hinted(&self, id: ChunkId) -> bool {
+        let Some(local) = self.stores.as_ref() else {
+            return false;
+        };
         let _guard = self.hint_lock.lock().await;
         if self.not_hinted(&[id]).await.is_empty() {
             return false;
         }
-        let chunks = self.chunks.clone();
+        let chunks = local.chunks.clone();
         matches!(
             tokio::task::spawn_blocking(move || chunks.delete(&id)).await,
             Ok(Ok(true))
@@ -530,8 +545,9 @@ impl Inner {
         owned: &HashSet<u32>,
         report: &mut MaintenanceReport,
     ) {
+        let Some(local) = self.stores.as_ref() else { return };
         for partition in 0..map.partitions {
-            if owned.contains(&partition) || self.records.merkle_root(partition).count == 0 {
+            if owned.contains(&partition) || local.records.merkle_root(partition).count == 0 {
                 continue;
             }
             let owners: Vec<NodeId> = self.effective_replicas(map, placement, partition);
@@ -572,8 +588,12 @@ impl Inner {
 
     /// Removes this node's records of `partition`, except hinted ones (handoff owns them).
     async fn drop_partition_records(&self, partition: u32) -> anyhow::Result<u64> {
+        let local = self
+            .stores
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this node holds no data (not a storage node)"))?;
         let _guard = self.hint_lock.lock().await;
-        let (records, hints) = (self.records.clone(), self.hints.clone());
+        let (records, hints) = (local.records.clone(), local.hints.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
             let mut dropped = 0u64;
             let mut after: Option<Vec<u8>> = None;
@@ -636,7 +656,10 @@ pub(super) async fn scrub_loop(inner: Weak<Inner>, interval_ms: u64, rate_bytes_
 impl Inner {
     /// One scrub of every chunk; returns the bad copies it set aside.
     pub(super) async fn scrub_now(&self, rate_bytes_per_s: u64) -> Vec<ChunkId> {
-        let chunks = self.chunks.clone();
+        let Some(local) = self.stores.as_ref() else {
+            return Vec::new();
+        };
+        let chunks = local.chunks.clone();
         let report = tokio::task::spawn_blocking(move || chunks.scrub(rate_bytes_per_s, None, |_| {}))
             .await
             .unwrap_or_default();
