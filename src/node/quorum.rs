@@ -19,6 +19,17 @@ use crate::cluster::NodeId;
 use crate::node::error::ErrorCode;
 use crate::storage::replication::{Counting, Outcome, ReadTally, WriteCoordinator, WriteEffect};
 
+/// What one answer of a hedged fan-out means to the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Judged {
+    /// The read has what it needs: stop asking.
+    Done,
+    /// Useful, but more answers are needed from those already asked.
+    Wait,
+    /// Not useful: ask the next candidate at once.
+    AskNext,
+}
+
 /// How one target took its copy of a replicated write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TargetCopy {
@@ -182,24 +193,67 @@ impl Inner {
     {
         let replicas: Vec<NodeId> = preference.iter().take(n).cloned().collect();
         preference.sort_by_key(|n| !self.is_alive(n));
-        self.hedges.earn();
         let mut answers = Vec::new();
         let mut tally = ReadTally::default();
+        self.hedged_asks(
+            &preference,
+            r,
+            &self.counters.hedged_record_reads,
+            ask,
+            |(node, answer)| {
+                let Some((a, filling)) = answer else {
+                    return Judged::AskNext;
+                };
+                let before = tally.counted(nodes, r);
+                tally.answer(replicas.contains(&node), filling);
+                answers.push((node, a));
+                let counted = tally.counted(nodes, r);
+                if counted >= r {
+                    Judged::Done
+                } else if counted > before {
+                    Judged::Wait
+                } else {
+                    Judged::AskNext
+                }
+            },
+        )
+        .await;
+        (answers, tally.counted(nodes, r))
+    }
+
+    /// The one hedged fan-out every read uses: asks `candidates` in order, `initial` of them
+    /// at once; an answer `judge` finds useless brings in the next candidate at once, and so
+    /// does silence for `HEDGED_READ_DELAY_MS` while the hedge budget lasts (each such hedge
+    /// counted in `hedged`). Ends when `judge` says `Done`, or when every candidate asked
+    /// has answered and none is left.
+    pub(super) async fn hedged_asks<C, A, F, Fut>(
+        &self,
+        candidates: &[C],
+        initial: usize,
+        hedged: &std::sync::atomic::AtomicU64,
+        ask: F,
+        mut judge: impl FnMut(A) -> Judged,
+    ) where
+        C: Clone,
+        F: Fn(C) -> Fut,
+        Fut: std::future::Future<Output = A>,
+    {
+        self.hedges.earn();
         let mut next = 0;
         let mut asking = futures::stream::FuturesUnordered::new();
-        while next < preference.len() && asking.len() < r {
-            asking.push(ask(preference[next].clone()));
+        while next < candidates.len() && asking.len() < initial.max(1) {
+            asking.push(ask(candidates[next].clone()));
             next += 1;
         }
         let hedge = tokio::time::sleep(Duration::from_millis(HEDGED_READ_DELAY_MS));
         tokio::pin!(hedge);
         loop {
-            let (node, answer) = tokio::select! {
+            let answer = tokio::select! {
                 Some(done) = asking.next() => done,
-                () = &mut hedge, if next < preference.len() => {
+                () = &mut hedge, if next < candidates.len() => {
                     if self.hedges.take() {
-                        bump(&self.counters.hedged_record_reads);
-                        asking.push(ask(preference[next].clone()));
+                        bump(hedged);
+                        asking.push(ask(candidates[next].clone()));
                         next += 1;
                     }
                     hedge.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(HEDGED_READ_DELAY_MS));
@@ -207,23 +261,16 @@ impl Inner {
                 }
                 else => break,
             };
-            if let Some((a, filling)) = answer {
-                let before = tally.counted(nodes, r);
-                tally.answer(replicas.contains(&node), filling);
-                answers.push((node, a));
-                let counted = tally.counted(nodes, r);
-                if counted >= r {
-                    break;
+            match judge(answer) {
+                Judged::Done => break,
+                Judged::Wait => {}
+                Judged::AskNext => {
+                    if next < candidates.len() {
+                        asking.push(ask(candidates[next].clone()));
+                        next += 1;
+                    }
                 }
-                if counted > before {
-                    continue;
-                }
-            }
-            if next < preference.len() {
-                asking.push(ask(preference[next].clone()));
-                next += 1;
             }
         }
-        (answers, tally.counted(nodes, r))
     }
 }

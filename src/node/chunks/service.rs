@@ -5,25 +5,19 @@
 //! `/hadss/chunk/1`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chunkstore::ChunkId;
-use futures::StreamExt;
+use libp2p::PeerId;
 
 use crate::cluster::{NodeId, partition_of_chunk};
 use crate::node::chunks::wire::{ChunkRequest, ChunkResponse, HAS_IDS_MAX};
-use crate::node::error::NodeError;
-use crate::node::error::err;
-use crate::node::error::{ErrorCode, RemoteError};
-use crate::node::hedge::HEDGED_READ_DELAY_MS;
+use crate::node::error::{ErrorCode, NodeError, RemoteError, err};
 use crate::node::metrics::bump;
-use crate::node::quorum::TargetCopy;
-use crate::node::runtime::{Inner, not_storage, parse_node_id};
-use crate::node::runtime::{Node, node_id, peer_of};
+use crate::node::quorum::{Judged, TargetCopy};
+use crate::node::runtime::{Inner, Node, node_id, not_storage, parse_node_id, peer_of};
 use crate::storage::hints::{Hint, HintItem};
 use crate::storage::records::Record;
 use crate::storage::replication::{Counting, Outcome};
-use libp2p::PeerId;
 
 impl Inner {
     pub(in crate::node) async fn store_chunk_locally(
@@ -163,7 +157,6 @@ impl Inner {
             .collect();
         // Members SWIM reports down are asked last (stable: preference order otherwise).
         candidates.sort_by_key(|(_, n)| !self.is_alive(n));
-        self.hedges.earn();
         let ask = |(rank, node): (usize, NodeId)| {
             let this = self.clone();
             async move {
@@ -173,71 +166,51 @@ impl Inner {
         };
         // Hedged read: one replica at a time, but a replica that has not answered within
         // `HEDGED_READ_DELAY_MS` gets company from the next one; the first good copy wins.
-        let mut next = 0;
-        let mut asking = futures::stream::FuturesUnordered::new();
-        if let Some(c) = candidates.first() {
-            asking.push(ask(c.clone()));
-            next = 1;
-        }
-        let hedge = tokio::time::sleep(Duration::from_millis(HEDGED_READ_DELAY_MS));
-        tokio::pin!(hedge);
-        loop {
-            let (rank, node, answer) = tokio::select! {
-                Some(done) = asking.next() => done,
-                () = &mut hedge, if next < candidates.len() => {
-                    if self.hedges.take() {
-                        bump(&self.counters.hedged_chunk_reads);
-                        asking.push(ask(candidates[next].clone()));
-                        next += 1;
+        let mut found: Option<Vec<u8>> = None;
+        self.hedged_asks(
+            &candidates,
+            1,
+            &self.counters.hedged_chunk_reads,
+            ask,
+            |(rank, node, answer)| {
+                match answer {
+                    Ok(ChunkResponse::Data(bytes)) if ChunkId::of(&bytes) == id => {
+                        found = Some(bytes);
+                        return Judged::Done;
                     }
-                    hedge.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(HEDGED_READ_DELAY_MS));
-                    continue;
-                }
-                else => break,
-            };
-            let bytes = match answer {
-                Ok(ChunkResponse::Data(bytes)) if ChunkId::of(&bytes) == id => Some(bytes),
-                Ok(ChunkResponse::Data(_)) => {
-                    // Never pass on bytes that do not match their id.
-                    bump(&self.counters.chunk_id_mismatch);
-                    tracing::error!(%id, peer = ?node, "peer sent a chunk that does not match its id");
-                    if rank < replicas {
-                        lacking.push(node.clone());
+                    Ok(ChunkResponse::Data(_)) => {
+                        // Never pass on bytes that do not match their id.
+                        bump(&self.counters.chunk_id_mismatch);
+                        tracing::error!(%id, peer = ?node, "peer sent a chunk that does not match its id");
+                        if rank < replicas {
+                            lacking.push(node);
+                        }
                     }
-                    None
+                    Ok(ChunkResponse::NotFound)
+                    | Ok(ChunkResponse::Error(RemoteError {
+                        code: ErrorCode::Corrupt,
+                        ..
+                    })) if rank < replicas => lacking.push(node),
+                    _ => {}
                 }
-                Ok(ChunkResponse::NotFound)
-                | Ok(ChunkResponse::Error(RemoteError {
-                    code: ErrorCode::Corrupt,
-                    ..
-                })) => {
-                    if rank < replicas {
-                        lacking.push(node.clone());
-                    }
-                    None
-                }
-                _ => None,
-            };
-            let Some(bytes) = bytes else {
                 // No copy there: ask the next one at once.
-                if next < candidates.len() {
-                    asking.push(ask(candidates[next].clone()));
-                    next += 1;
-                }
-                continue;
-            };
-            if corrupt_here {
-                let repaired = self.store_chunk_locally(id, Arc::new(bytes.clone())).await;
-                tracing::info!(%id, ok = repaired.is_ok(), "replaced a corrupt local copy from a replica");
-            }
-            if !lacking.is_empty() {
-                let this = self.clone();
-                let data = bytes.clone();
-                tokio::spawn(async move { this.repair_chunk_replicas(id, data, lacking).await });
-            }
-            return Ok(Some(bytes));
+                Judged::AskNext
+            },
+        )
+        .await;
+        let Some(bytes) = found else {
+            return Ok(None);
+        };
+        if corrupt_here {
+            let repaired = self.store_chunk_locally(id, Arc::new(bytes.clone())).await;
+            tracing::info!(%id, ok = repaired.is_ok(), "replaced a corrupt local copy from a replica");
         }
-        Ok(None)
+        if !lacking.is_empty() {
+            let this = self.clone();
+            let data = bytes.clone();
+            tokio::spawn(async move { this.repair_chunk_replicas(id, data, lacking).await });
+        }
+        Ok(Some(bytes))
     }
 
     pub(in crate::node) async fn repair_chunk_replicas(&self, id: ChunkId, data: Vec<u8>, replicas: Vec<NodeId>) {
