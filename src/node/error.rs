@@ -39,6 +39,64 @@ pub(crate) fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {
     }
 }
 
+/// Why one request to one peer got no answer. The request may or may not have reached
+/// the peer (a timeout or a closed connection can come after it acted on it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The peer id is not a valid libp2p peer id.
+    #[error("not a valid peer id")]
+    BadPeer,
+    /// This node is shutting down; nothing was sent.
+    #[error("the node stopped")]
+    Stopped,
+    /// No connection to the peer could be made (down, unreachable, or it refused the
+    /// cluster secret).
+    #[error("could not reach the peer")]
+    Unreachable,
+    /// The peer did not answer in time.
+    #[error("the peer did not answer in time")]
+    Timeout,
+    /// The connection closed before the answer arrived.
+    #[error("the connection closed before the answer")]
+    Closed,
+    /// The peer does not speak this protocol (not a HADSS node, or another version).
+    #[error("the peer does not speak the protocol")]
+    Unsupported,
+    /// Reading or writing the stream failed (including a frame over its size limit).
+    #[error("stream failed: {0}")]
+    Io(String),
+}
+
+impl From<&libp2p::request_response::OutboundFailure> for TransportError {
+    fn from(failure: &libp2p::request_response::OutboundFailure) -> TransportError {
+        use libp2p::request_response::OutboundFailure;
+        match failure {
+            OutboundFailure::DialFailure => TransportError::Unreachable,
+            OutboundFailure::Timeout => TransportError::Timeout,
+            OutboundFailure::ConnectionClosed => TransportError::Closed,
+            OutboundFailure::UnsupportedProtocols => TransportError::Unsupported,
+            OutboundFailure::Io(e) => TransportError::Io(e.to_string()),
+        }
+    }
+}
+
+/// Why adopting a cluster map (offered, or pulled from a peer) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// The map did not verify or is not newer than the one held; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] crate::cluster::MapError),
+    /// The peer asked holds no map yet.
+    #[error("the peer holds no map yet")]
+    PeerHasNone,
+    /// The peer answered something other than a map.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+    /// The peer could not be asked.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
 /// Why a replicated read or write through this node failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {

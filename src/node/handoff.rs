@@ -137,7 +137,7 @@ impl Inner {
                             coordinate: false,
                             hint_for: None,
                         };
-                        match self.request_chunk(&hint.target, req).await {
+                        match self.request_node(&hint.target, req).await {
                             Ok(ChunkResponse::Stored { .. }) => true,
                             _ => return false,
                         }
@@ -159,7 +159,7 @@ impl Inner {
                             records: vec![record],
                             hint_for: None,
                         };
-                        match self.request_meta(&hint.target, req).await {
+                        match self.request_node(&hint.target, req).await {
                             Ok(MetaResponse::Applied(_)) => true,
                             _ => return false,
                         }

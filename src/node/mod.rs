@@ -45,7 +45,7 @@ pub mod runtime;
 mod swarm;
 
 pub use admin::seam::MonitorService;
-pub use error::NodeError;
+pub use error::{AdoptError, NodeError, TransportError};
 pub use hedge::HEDGED_READ_DELAY_MS;
 pub use metrics::NodeCounters;
 pub use records::service::merge_scan_pages;

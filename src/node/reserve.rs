@@ -41,11 +41,15 @@ pub enum CreateRefusal {
 }
 
 impl Inner {
-    async fn reserve_at(self: &Arc<Self>, node: &NodeId, request: MetaRequest) -> Result<MetaResponse, String> {
+    async fn reserve_at(
+        self: &Arc<Self>,
+        node: &NodeId,
+        request: MetaRequest,
+    ) -> Result<MetaResponse, crate::node::error::TransportError> {
         if *node == self.node_id {
             Ok(self.clone().handle_meta(request).await)
         } else {
-            self.request_meta(node, request).await
+            self.request_node(node, request).await
         }
     }
 
@@ -87,7 +91,7 @@ impl Inner {
                     break;
                 }
                 Ok(other) => failed.push(format!("{other:?}")),
-                Err(e) => failed.push(e),
+                Err(e) => failed.push(e.to_string()),
             }
         }
         let lease = CreateLease {

@@ -21,7 +21,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 use super::admin::seam::MonitorService;
-use super::command::{COMMAND_QUEUE_LEN_MAX, Command, Reply};
+use super::command::{COMMAND_QUEUE_LEN_MAX, Command};
 use super::error::{ErrorCode, RemoteError, err};
 use super::hedge::HedgeBudget;
 use super::maps::view::MapView;
@@ -282,10 +282,5 @@ impl Node {
     /// Tells the node where a peer listens (bootstrap, before any map names it).
     pub async fn add_peer_address(&self, peer: PeerId, addr: Multiaddr) {
         let _ = self.inner.cmd.send(Command::AddAddresses(vec![(peer, addr)])).await;
-    }
-
-    /// Queues a request for the network loop and waits for its answer.
-    pub(super) async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> anyhow::Result<T> {
-        self.inner.ask(command).await?.map_err(|e| anyhow::anyhow!(e))
     }
 }

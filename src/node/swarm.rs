@@ -1,8 +1,7 @@
 //! The swarm task: one tokio task owns the libp2p swarm; handlers and clients talk to it
 //! through a bounded command channel (`Command`). Incoming requests are answered by spawned
 //! tasks (disk I/O runs on blocking threads), so a slow disk never stalls the network loop.
-//! `Inner::ask`, `request_chunk` and `request_meta` are the one request helper every
-//! subsystem uses to reach a peer. A failed dial gives back the map's addresses for the
+//! `Inner::request` is the one request helper every subsystem uses to reach a peer. A failed dial gives back the map's addresses for the
 //! peer (libp2p forgets the ones it tried), so a restarted node is reachable again.
 
 use std::collections::HashMap;
@@ -15,7 +14,8 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, request_response};
 use tokio::sync::{mpsc, oneshot};
 
-use super::command::{Command, Reply};
+use super::command::{Command, Reply, Rpc};
+use super::error::TransportError;
 
 use super::metrics::bump;
 use super::runtime::{Inner, NodeConfig, node_id, peer_of};
@@ -143,7 +143,7 @@ macro_rules! route {
                     $redial.push(peer);
                 }
                 if let Some(reply) = $pending.remove(&request_id) {
-                    let _ = reply.send(Err(error.to_string()));
+                    let _ = reply.send(Err(crate::node::error::TransportError::from(&error)));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -291,33 +291,20 @@ impl Inner {
         tokio::spawn(run_loop(swarm, commands, self))
     }
 
-    /// Queues a request for the network loop and waits for its answer.
-    pub(super) async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> anyhow::Result<Result<T, String>> {
+    /// Sends `request` to `peer` through the network loop and waits for its answer (or
+    /// the transport's reason for none): the one request helper for every protocol.
+    pub(super) async fn request<R: Rpc>(&self, peer: PeerId, request: R) -> Result<R::Response, TransportError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(command(tx))
+            .send(request.command(peer, tx))
             .await
-            .map_err(|_| anyhow::anyhow!("node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("node stopped"))
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)?
     }
 
-    pub(super) async fn request_chunk(&self, to: &NodeId, req: ChunkRequest) -> Result<ChunkResponse, String> {
-        let peer = peer_of(to).ok_or("bad peer id")?;
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Chunk(peer, req, tx))
-            .await
-            .map_err(|_| "node stopped")?;
-        rx.await.map_err(|_| "node stopped".to_string())?
-    }
-
-    pub(super) async fn request_meta(&self, to: &NodeId, req: MetaRequest) -> Result<MetaResponse, String> {
-        let peer = peer_of(to).ok_or("bad peer id")?;
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Meta(peer, req, tx))
-            .await
-            .map_err(|_| "node stopped")?;
-        rx.await.map_err(|_| "node stopped".to_string())?
+    /// `request` to a node named by its id.
+    pub(super) async fn request_node<R: Rpc>(&self, to: &NodeId, request: R) -> Result<R::Response, TransportError> {
+        let peer = peer_of(to).ok_or(TransportError::BadPeer)?;
+        self.request(peer, request).await
     }
 }

@@ -9,7 +9,7 @@ use libp2p::PeerId;
 
 use crate::node::admin::seam::MonitorService;
 use crate::node::admin::wire::{AdminRequest, AdminResponse, RaftFrame};
-use crate::node::command::Command;
+use crate::node::error::TransportError;
 use crate::node::runtime::{Inner, Node, peer_of};
 
 impl Inner {
@@ -54,12 +54,12 @@ impl Node {
     }
 
     /// Sends one Raft frame to `peer` and waits for its answer.
-    pub async fn raft_request(&self, peer: PeerId, frame: RaftFrame) -> anyhow::Result<RaftFrame> {
-        self.ask(|tx| Command::Raft(peer, frame, tx)).await
+    pub async fn raft_request(&self, peer: PeerId, frame: RaftFrame) -> Result<RaftFrame, TransportError> {
+        self.inner.request(peer, frame).await
     }
 
     /// Sends one admin request to `peer` and waits for its answer.
-    pub async fn admin_request(&self, peer: PeerId, request: AdminRequest) -> anyhow::Result<AdminResponse> {
-        self.ask(|tx| Command::Admin(peer, request, tx)).await
+    pub async fn admin_request(&self, peer: PeerId, request: AdminRequest) -> Result<AdminResponse, TransportError> {
+        self.inner.request(peer, request).await
     }
 }

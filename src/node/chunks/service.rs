@@ -11,10 +11,10 @@ use libp2p::PeerId;
 
 use crate::cluster::{NodeId, partition_of_chunk};
 use crate::node::chunks::wire::{ChunkRequest, ChunkResponse, HAS_IDS_MAX};
-use crate::node::error::{ErrorCode, NodeError, RemoteError, err};
+use crate::node::error::{ErrorCode, NodeError, RemoteError, TransportError, err};
 use crate::node::metrics::bump;
 use crate::node::quorum::{Judged, TargetCopy};
-use crate::node::runtime::{Inner, Node, node_id, not_storage, parse_node_id, peer_of};
+use crate::node::runtime::{Inner, Node, not_storage, parse_node_id, peer_of};
 use crate::storage::hints::{Hint, HintItem};
 use crate::storage::records::Record;
 use crate::storage::replication::{Counting, Outcome};
@@ -103,7 +103,7 @@ impl Inner {
                                 coordinate: false,
                                 hint_for: hint_for.map(|h| h.0),
                             };
-                            match this.request_chunk(&to, req).await {
+                            match this.request_node(&to, req).await {
                                 Ok(ChunkResponse::Stored { .. }) => TargetCopy::Durable,
                                 Ok(ChunkResponse::Error(e)) => TargetCopy::refused(e.code),
                                 _ => TargetCopy::Failed,
@@ -160,7 +160,7 @@ impl Inner {
         let ask = |(rank, node): (usize, NodeId)| {
             let this = self.clone();
             async move {
-                let answer = this.request_chunk(&node, ChunkRequest::Get { id: id.0 }).await;
+                let answer = this.request_node(&node, ChunkRequest::Get { id: id.0 }).await;
                 (rank, node, answer)
             }
         };
@@ -221,7 +221,7 @@ impl Inner {
                 coordinate: false,
                 hint_for: None,
             };
-            if matches!(self.request_chunk(&node, req).await, Ok(ChunkResponse::Stored { .. })) {
+            if matches!(self.request_node(&node, req).await, Ok(ChunkResponse::Stored { .. })) {
                 bump(&self.counters.chunk_read_repairs);
                 tracing::info!(%id, peer = ?node, "gave a replica the chunk it lacked");
             }
@@ -306,11 +306,8 @@ impl Node {
 
     /// Sends one raw chunk request to `peer` (the native client path; tests use it to play a
     /// misbehaving peer).
-    pub async fn chunk_request(&self, peer: PeerId, request: ChunkRequest) -> anyhow::Result<ChunkResponse> {
-        self.inner
-            .request_chunk(&node_id(&peer), request)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))
+    pub async fn chunk_request(&self, peer: PeerId, request: ChunkRequest) -> Result<ChunkResponse, TransportError> {
+        self.inner.request(peer, request).await
     }
 
     /// The replicas (first N of the preference list) of a chunk under the current map.

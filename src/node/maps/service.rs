@@ -8,6 +8,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use crate::cluster::{ClusterMap, MapEnvelope, partition_of_key};
 use crate::node::command::Command;
+use crate::node::error::{AdoptError, TransportError};
 use crate::node::maps::wire::{MapRequest, MapResponse};
 use crate::node::runtime::{Inner, Node, peer_of};
 
@@ -24,7 +25,7 @@ impl Inner {
     }
 
     /// Adopts a map if it verifies and is newer; returns its epoch.
-    pub(in crate::node) async fn offer_map(&self, env: MapEnvelope) -> anyhow::Result<u64> {
+    pub(in crate::node) async fn offer_map(&self, env: MapEnvelope) -> Result<u64, AdoptError> {
         let map = self.map.store(env)?;
         let epoch = map.epoch;
         self.learn_addresses(&map).await;
@@ -49,30 +50,29 @@ impl Inner {
     }
 
     /// Pulls the newest map from `peer` and adopts it.
-    pub(in crate::node) async fn pull_map(&self, peer: PeerId) -> anyhow::Result<u64> {
-        match self.ask(|tx| Command::Map(peer, MapRequest::Get, tx)).await? {
-            Ok(MapResponse::Map(Some(env))) => self.offer_map(env).await,
-            Ok(MapResponse::Map(None)) => anyhow::bail!("{peer} has no map"),
-            Ok(other) => anyhow::bail!("unexpected answer from {peer}: {other:?}"),
-            Err(e) => anyhow::bail!("asking {peer} for its map: {e}"),
+    pub(in crate::node) async fn pull_map(&self, peer: PeerId) -> Result<u64, AdoptError> {
+        match self.request(peer, MapRequest::Get).await? {
+            MapResponse::Map(Some(env)) => self.offer_map(env).await,
+            MapResponse::Map(None) => Err(AdoptError::PeerHasNone),
+            other => Err(AdoptError::Unexpected(format!("{other:?}"))),
         }
     }
 }
 
 impl Node {
     /// Offers a signed map; accepted if it verifies and is newer.
-    pub async fn offer_map(&self, env: MapEnvelope) -> anyhow::Result<u64> {
+    pub async fn offer_map(&self, env: MapEnvelope) -> Result<u64, AdoptError> {
         self.inner.offer_map(env).await
     }
 
     /// Asks `peer` for its newest map and adopts it if it verifies and is newer.
-    pub async fn pull_map(&self, peer: PeerId) -> anyhow::Result<u64> {
+    pub async fn pull_map(&self, peer: PeerId) -> Result<u64, AdoptError> {
         self.inner.pull_map(peer).await
     }
 
     /// Offers a signed map to `peer` (which adopts it if it verifies and is newer).
-    pub async fn offer_map_to(&self, peer: PeerId, env: MapEnvelope) -> anyhow::Result<MapResponse> {
-        self.ask(|tx| Command::Map(peer, MapRequest::Offer(env), tx)).await
+    pub async fn offer_map_to(&self, peer: PeerId, env: MapEnvelope) -> Result<MapResponse, TransportError> {
+        self.inner.request(peer, MapRequest::Offer(env)).await
     }
 
     /// The map this node holds.

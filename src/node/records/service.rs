@@ -7,15 +7,15 @@
 use std::sync::Arc;
 
 use crate::cluster::NodeId;
-use crate::node::error::NodeError;
 use crate::node::error::err;
 use crate::node::error::{ErrorCode, RemoteError};
+use crate::node::error::{NodeError, TransportError};
 use crate::node::metrics::bump;
 use crate::node::quorum::TargetCopy;
 use crate::node::records::wire::{MetaRequest, MetaResponse, RESERVATION_TTL_MS_MAX, SCAN_RESPONSE_BYTES_MAX};
 use crate::node::repair::antientropy;
 use crate::node::runtime::{Inner, RecordWrite, not_storage, parse_node_id};
-use crate::node::runtime::{Node, node_id, peer_of};
+use crate::node::runtime::{Node, peer_of};
 use crate::storage::hints::{Hint, HintItem};
 use crate::storage::records::Record;
 use crate::storage::records::RecordStore;
@@ -129,7 +129,7 @@ impl Inner {
                                 records: vec![(*record).clone()],
                                 hint_for: hint_for.map(|h| h.0),
                             };
-                            match this.request_meta(&to, req).await {
+                            match this.request_node(&to, req).await {
                                 Ok(MetaResponse::Applied(applied)) => Ok(applied),
                                 Ok(MetaResponse::Error(e)) => Err(TargetCopy::refused(e.code)),
                                 _ => Err(TargetCopy::Failed),
@@ -228,7 +228,7 @@ impl Inner {
                 .ok()
                 .map(|r| (r, filling));
         }
-        match self.request_meta(node, MetaRequest::Get { partition, key }).await {
+        match self.request_node(node, MetaRequest::Get { partition, key }).await {
             Ok(MetaResponse::Record(rec)) => Some((rec, false)),
             Ok(MetaResponse::Filling(inner)) => match *inner {
                 MetaResponse::Record(rec) => Some((rec, true)),
@@ -284,7 +284,7 @@ impl Inner {
                             after,
                             limit: limit as u32,
                         };
-                        match this.request_meta(&node, req).await {
+                        match this.request_node(&node, req).await {
                             Ok(MetaResponse::Records { records, complete }) => Some(((records, complete), false)),
                             Ok(MetaResponse::Filling(inner)) => match *inner {
                                 MetaResponse::Records { records, complete } => Some(((records, complete), true)),
@@ -314,7 +314,7 @@ impl Inner {
                 records: vec![record],
                 hint_for: None,
             };
-            matches!(self.request_meta(&node, req).await, Ok(MetaResponse::Applied(_)))
+            matches!(self.request_node(&node, req).await, Ok(MetaResponse::Applied(_)))
         };
         if ok {
             bump(&self.counters.record_read_repairs);
@@ -455,11 +455,8 @@ impl Node {
     }
 
     /// Sends one raw metadata request to `peer`.
-    pub async fn meta_request(&self, peer: PeerId, request: MetaRequest) -> anyhow::Result<MetaResponse> {
-        self.inner
-            .request_meta(&node_id(&peer), request)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))
+    pub async fn meta_request(&self, peer: PeerId, request: MetaRequest) -> Result<MetaResponse, TransportError> {
+        self.inner.request(peer, request).await
     }
 
     /// The replicas (first N of the preference list) of a record partition.

@@ -97,7 +97,7 @@ impl Inner {
         let (mut session, mut ask) = Session::new(tree);
         loop {
             let answer = match self
-                .request_meta(
+                .request_node(
                     peer,
                     MetaRequest::AntiEntropy {
                         partition,
@@ -133,7 +133,7 @@ impl Inner {
         let planned_push = plan.push.len() as u64;
         for key in plan.pull.into_iter().filter(|_| pull) {
             if let Ok(MetaResponse::Record(Some(record))) =
-                self.request_meta(peer, MetaRequest::Get { partition, key }).await
+                self.request_node(peer, MetaRequest::Get { partition, key }).await
                 && self.store_records_locally(vec![record], None).await.is_ok()
             {
                 pulled += 1;
@@ -153,7 +153,7 @@ impl Inner {
                 records: batch,
                 hint_for: None,
             };
-            if let Ok(MetaResponse::Applied(_)) = self.request_meta(peer, request).await {
+            if let Ok(MetaResponse::Applied(_)) = self.request_node(peer, request).await {
                 pushed += count;
             }
         }

@@ -412,7 +412,7 @@ impl Inner {
                     let request = ChunkRequest::Has {
                         ids: batch.iter().map(|i| i.0).collect(),
                     };
-                    match self.request_chunk(owner, request).await {
+                    match self.request_node(owner, request).await {
                         Ok(ChunkResponse::Have(have)) if have.len() == batch.len() => {
                             for (l, has) in lacking.iter_mut().zip(have) {
                                 if let (Some(l), false) = (l.as_mut(), has) {
@@ -445,7 +445,7 @@ impl Inner {
                                 hint_for: None,
                             };
                             if matches!(
-                                self.request_chunk(owner, request).await,
+                                self.request_node(owner, request).await,
                                 Ok(ChunkResponse::Stored { .. })
                             ) {
                                 report.surplus_chunks_pushed += 1;
@@ -493,7 +493,7 @@ impl Inner {
                     after: None,
                     limit: CONFIRM_REFS_MAX as u32,
                 };
-                match self.request_meta(node, request).await {
+                match self.request_node(node, request).await {
                     Ok(MetaResponse::Records { records, .. }) => records,
                     _ => return None,
                 }
