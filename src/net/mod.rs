@@ -1,5 +1,5 @@
 //! The network layer: node identity and cluster secret files (`identity`), the private
-//! libp2p transport (`transport`: TCP + pnet + Noise + Yamux) and the length-prefixed postcard
+//! libp2p transport (`transport`: TCP + Noise (prologue from the cluster secret) + Yamux) and the length-prefixed postcard
 //! codec with per-protocol size limits (`codec`). The node's behaviours (SWIM, chunk, record,
 //! map and admin protocols) are built on these as the node runtime lands. `fault` is the
 //! test-only fault layer netsim drives (partitions, delay, loss, clock skew).

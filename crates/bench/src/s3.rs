@@ -8,6 +8,11 @@
 //!   of a chunk is made durable this way; three replicas on one disk share it);
 //! - the chunk store alone: 4 KiB puts and gets with the same concurrency.
 //!
+//! Beside every figure: the CPU time the server processes spent (`/proc/<pid>/stat`, the
+//! spawned `hadss dev` or each `--server-pid`) and the load generator's own, per operation
+//! and per MiB: both share this machine's cores, so a reader can tell a server limit from a
+//! client limit.
+//!
 //! Requests are signed with SigV4 query strings (`rusty-s3`, payload unsigned) and sent with
 //! hyper over pooled HTTP/1.1 connections. Bodies are generated per object (a fixed random
 //! block stamped with the object and block index), so no two chunks are alike and
@@ -59,6 +64,13 @@ pub struct S3Bench {
     /// Large objects per concurrency level (at least the concurrency).
     #[arg(long, default_value_t = 4)]
     pub large_count: usize,
+    /// Times each large object is read back (more reads, a steadier GET figure).
+    #[arg(long, default_value_t = 1)]
+    pub large_reads: usize,
+    /// Server processes whose CPU time to report (with `--endpoint`; the spawned
+    /// `hadss dev` otherwise).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Scratch directory (the dev cluster's data, the disk-limit file).
     #[arg(long, default_value = "target/bench-tmp")]
     pub dir: std::path::PathBuf,
@@ -211,6 +223,62 @@ where
     Ok((all.len() as u64, elapsed, Latencies(all)))
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`; `None` if it
+/// cannot be read (not Linux, process gone).
+fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+/// CPU seconds used so far by the server processes and by this load generator.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    server_s: f64,
+    client_s: f64,
+}
+
+impl CpuSample {
+    fn take(server_pids: &[u32]) -> CpuSample {
+        CpuSample {
+            server_s: server_pids.iter().filter_map(|&p| process_cpu_s(p)).sum(),
+            client_s: process_cpu_s(std::process::id()).unwrap_or(0.0),
+        }
+    }
+
+    /// Table cells for the CPU spent since `self`: server and client ms per operation and
+    /// per MiB.
+    fn cells_since(self, server_pids: &[u32], ops: u64, bytes: u64) -> String {
+        let now = CpuSample::take(server_pids);
+        let (server_ms, client_ms) = (
+            (now.server_s - self.server_s) * 1e3,
+            (now.client_s - self.client_s) * 1e3,
+        );
+        let (ops, mib) = (
+            ops.max(1) as f64,
+            (bytes as f64 / (1024.0 * 1024.0)).max(f64::MIN_POSITIVE),
+        );
+        if server_pids.is_empty() {
+            return format!("– | – | {:.3} | {:.2}", client_ms / ops, client_ms / mib);
+        }
+        format!(
+            "{:.3} | {:.2} | {:.3} | {:.2}",
+            server_ms / ops,
+            server_ms / mib,
+            client_ms / ops,
+            client_ms / mib
+        )
+    }
+}
+
 /// A `hadss dev` child process, stopped on drop.
 struct DevServer {
     child: std::process::Child,
@@ -272,7 +340,7 @@ fn mib_s(bytes: u64, elapsed: Duration) -> f64 {
 /// Runs the benchmark and prints a Markdown table.
 pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.dir)?;
-    let (_server, endpoint, access, secret) = match &opts.endpoint {
+    let (server, endpoint, access, secret) = match &opts.endpoint {
         Some(e) => (
             None,
             e.clone(),
@@ -324,8 +392,15 @@ pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
 
     println!("endpoint {endpoint} · 3 replicas (N=3, W=2) on one disk · every put fsync'd on W replicas");
     println!();
-    println!("| workload | concurrency | ops/s | MiB/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|");
+    let server_pids: Vec<u32> = match &server {
+        Some(server) => vec![server.child.id()],
+        None => opts.server_pid.clone(),
+    };
+    let server_pids = &server_pids[..];
+    println!(
+        "| workload | concurrency | ops/s | MiB/s | p50 ms | p99 ms | server CPU ms/op | server CPU ms/MiB | load gen CPU ms/op | load gen CPU ms/MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut round = 0u64;
     for &c in &opts.concurrency {
         round += 1;
@@ -333,6 +408,7 @@ pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
         let t = target.clone();
         let (b, p) = (base.clone(), prefix.clone());
         let seconds = Duration::from_secs(opts.seconds);
+        let cpu = CpuSample::take(server_pids);
         let (puts, elapsed, mut lat) = drive(
             c,
             move |_, e| e >= seconds,
@@ -348,15 +424,17 @@ pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
         )
         .await?;
         println!(
-            "| PUT {} KiB | {c} | {:.0} | {:.1} | {:.2} | {:.2} |",
+            "| PUT {} KiB | {c} | {:.0} | {:.1} | {:.2} | {:.2} | {} |",
             opts.small_kib,
             puts as f64 / elapsed.as_secs_f64(),
             mib_s(puts * small as u64, elapsed),
             lat.percentile_ms(0.5),
-            lat.percentile_ms(0.99)
+            lat.percentile_ms(0.99),
+            cpu.cells_since(server_pids, puts, puts * small as u64)
         );
         let t = target.clone();
         let written = puts.max(1);
+        let cpu = CpuSample::take(server_pids);
         let (gets, elapsed, mut lat) = drive(
             c,
             move |_, e| e >= seconds,
@@ -372,12 +450,13 @@ pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
         )
         .await?;
         println!(
-            "| GET {} KiB | {c} | {:.0} | {:.1} | {:.2} | {:.2} |",
+            "| GET {} KiB | {c} | {:.0} | {:.1} | {:.2} | {:.2} | {} |",
             opts.small_kib,
             gets as f64 / elapsed.as_secs_f64(),
             mib_s(gets * small as u64, elapsed),
             lat.percentile_ms(0.5),
-            lat.percentile_ms(0.99)
+            lat.percentile_ms(0.99),
+            cpu.cells_since(server_pids, gets, gets * small as u64)
         );
     }
     for &c in &opts.concurrency {
@@ -386,6 +465,7 @@ pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
         let prefix = format!("l{round}");
         let (t, b, p) = (target.clone(), base.clone(), prefix.clone());
         let stamp = round << 32;
+        let cpu = CpuSample::take(server_pids);
         let (puts, elapsed, mut lat) = drive(
             c,
             move |i, _| i >= count,
@@ -399,21 +479,24 @@ pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
         )
         .await?;
         println!(
-            "| PUT {} MiB | {c} | {:.1} | {:.0} | {:.0} | {:.0} |",
+            "| PUT {} MiB | {c} | {:.1} | {:.0} | {:.0} | {:.0} | {} |",
             opts.large_mib,
             puts as f64 / elapsed.as_secs_f64(),
             mib_s(puts * large as u64, elapsed),
             lat.percentile_ms(0.5),
-            lat.percentile_ms(0.99)
+            lat.percentile_ms(0.99),
+            cpu.cells_since(server_pids, puts, puts * large as u64)
         );
         let t = target.clone();
+        let reads = count * opts.large_reads.max(1) as u64;
+        let cpu = CpuSample::take(server_pids);
         let (gets, elapsed, mut lat) = drive(
             c,
-            move |i, _| i >= count,
+            move |i, _| i >= reads,
             move |i| {
                 let (t, p) = (t.clone(), prefix.clone());
                 async move {
-                    let n = t.get(&format!("{p}/{i:05}")).await?;
+                    let n = t.get(&format!("{p}/{:05}", i % count)).await?;
                     anyhow::ensure!(n == large as u64, "short read: {n} bytes");
                     Ok(())
                 }
@@ -421,12 +504,13 @@ pub async fn run(opts: S3Bench) -> anyhow::Result<()> {
         )
         .await?;
         println!(
-            "| GET {} MiB | {c} | {:.1} | {:.0} | {:.0} | {:.0} |",
+            "| GET {} MiB | {c} | {:.1} | {:.0} | {:.0} | {:.0} | {} |",
             opts.large_mib,
             gets as f64 / elapsed.as_secs_f64(),
             mib_s(gets * large as u64, elapsed),
             lat.percentile_ms(0.5),
-            lat.percentile_ms(0.99)
+            lat.percentile_ms(0.99),
+            cpu.cells_since(server_pids, gets, gets * large as u64)
         );
     }
     println!();
