@@ -149,7 +149,10 @@ async fn monitors_publish_epochs_and_admit_nodes() {
 
     // Data flows through the admitted nodes.
     let id = storage[0].put_chunk(b"monitor test chunk".to_vec()).await.unwrap();
-    assert_eq!(storage[3].get_chunk(&id).await.unwrap().unwrap(), b"monitor test chunk");
+    assert_eq!(
+        storage[3].get_chunk(&id).await.unwrap().unwrap(),
+        &b"monitor test chunk"[..]
+    );
 
     // A proposal resent with the same request id commits once.
     let net_secret = PreSharedKey::new(secret);

@@ -25,6 +25,9 @@ enum Resp {
     Echo(Vec<u8>),
 }
 
+impl hadss::net::codec::Body for Req {}
+impl hadss::net::codec::Body for Resp {}
+
 type Behaviour = request_response::Behaviour<PostcardCodec<Req, Resp>>;
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/hadss/test/1");
 const LIMIT_BYTES: u32 = 64 * 1024;

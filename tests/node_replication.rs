@@ -197,7 +197,7 @@ async fn replicated_writes_survive_a_stopped_node() {
         // A peer sending bytes that do not match the claimed id is refused and counted.
         let forged = hadss::node::protocol::ChunkRequest::Put {
             id: *blake3::hash(b"what was promised").as_bytes(),
-            data: b"something else".to_vec(),
+            data: bytes::Bytes::from_static(b"something else"),
             coordinate: false,
             hint_for: None,
         };

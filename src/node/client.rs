@@ -62,8 +62,20 @@ async fn one_off<Req, Resp>(
     request: Req,
 ) -> anyhow::Result<Resp>
 where
-    Req: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
-    Resp: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
+    Req: serde::Serialize
+        + serde::de::DeserializeOwned
+        + crate::net::codec::Body
+        + Send
+        + Clone
+        + std::fmt::Debug
+        + 'static,
+    Resp: serde::Serialize
+        + serde::de::DeserializeOwned
+        + crate::net::codec::Body
+        + Send
+        + Clone
+        + std::fmt::Debug
+        + 'static,
 {
     batch(secret, protocol, limits, vec![(addr.clone(), request)])
         .await?
@@ -80,8 +92,20 @@ async fn batch<Req, Resp>(
     requests: Vec<(Multiaddr, Req)>,
 ) -> anyhow::Result<Vec<anyhow::Result<Resp>>>
 where
-    Req: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
-    Resp: serde::Serialize + serde::de::DeserializeOwned + Send + Clone + std::fmt::Debug + 'static,
+    Req: serde::Serialize
+        + serde::de::DeserializeOwned
+        + crate::net::codec::Body
+        + Send
+        + Clone
+        + std::fmt::Debug
+        + 'static,
+    Resp: serde::Serialize
+        + serde::de::DeserializeOwned
+        + crate::net::codec::Body
+        + Send
+        + Clone
+        + std::fmt::Debug
+        + 'static,
 {
     let mut swarm = build_swarm(
         Keypair::generate_ed25519(),

@@ -129,7 +129,9 @@ impl Inner {
             HintItem::Chunk(id) => {
                 let id = ChunkId(*id);
                 let chunks = local.chunks.clone();
-                match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await {
+                match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(chunkstore::Chunk::into_bytes)))
+                    .await
+                {
                     Ok(Ok(Some(data))) => {
                         let req = ChunkRequest::Put {
                             id: id.0,

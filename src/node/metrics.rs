@@ -55,11 +55,21 @@ pub struct NodeCounters {
     pub scrubbed_bytes: std::sync::atomic::AtomicU64,
     /// Corrupt chunk copies scrubs found (set aside, then restored from a replica).
     pub scrub_corrupt: std::sync::atomic::AtomicU64,
+    /// Bytes of chunks put through this node by its callers (the object layer, a client).
+    pub chunk_bytes_put: std::sync::atomic::AtomicU64,
+    /// Bytes of chunk copies this node sent to other nodes (to a primary, or as a
+    /// coordinator to the replicas). Divided by `chunk_bytes_put`: a gateway's egress per
+    /// byte stored (about 1 with primary-copy writes; N when it wrote every replica).
+    pub chunk_bytes_sent: std::sync::atomic::AtomicU64,
+    /// Durable copies primaries reported for chunks this node put through them.
+    pub chunk_copies_acked: std::sync::atomic::AtomicU64,
+    /// Chunk puts that moved on to the next primary (the previous one failed or was slow).
+    pub primary_fallbacks: std::sync::atomic::AtomicU64,
 }
 
 impl NodeCounters {
     /// (name, help, value) of every counter, for metrics.
-    pub(super) fn all(&self) -> [(&'static str, &'static str, u64); 25] {
+    pub(super) fn all(&self) -> [(&'static str, &'static str, u64); 29] {
         use std::sync::atomic::Ordering::Relaxed;
         [
             (
@@ -187,10 +197,34 @@ impl NodeCounters {
                 "Corrupt chunk copies found by scrubs",
                 self.scrub_corrupt.load(Relaxed),
             ),
+            (
+                "chunk_bytes_put",
+                "Bytes of chunks put through this node by its callers",
+                self.chunk_bytes_put.load(Relaxed),
+            ),
+            (
+                "chunk_bytes_sent",
+                "Bytes of chunk copies this node sent to other nodes (to a primary or to replicas)",
+                self.chunk_bytes_sent.load(Relaxed),
+            ),
+            (
+                "chunk_copies_acked",
+                "Durable copies primaries reported for chunks put through this node",
+                self.chunk_copies_acked.load(Relaxed),
+            ),
+            (
+                "primary_fallbacks",
+                "Chunk puts that moved on to the next primary",
+                self.primary_fallbacks.load(Relaxed),
+            ),
         ]
     }
 }
 
 pub(super) fn bump(counter: &std::sync::atomic::AtomicU64) {
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(super) fn bump_by(counter: &std::sync::atomic::AtomicU64, amount: u64) {
+    counter.fetch_add(amount, std::sync::atomic::Ordering::Relaxed);
 }

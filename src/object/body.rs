@@ -160,9 +160,7 @@ impl ObjectStore {
                         async move {
                             let id = chunkstore::ChunkId(c.id);
                             match node.get_chunk(&id).await {
-                                Ok(Some(data)) if data.len() == c.size_bytes as usize => {
-                                    Ok(Bytes::from(data).slice(from..to))
-                                }
+                                Ok(Some(data)) if data.len() == c.size_bytes as usize => Ok(data.slice(from..to)),
                                 Ok(_) => Err(std::io::Error::other(format!("chunk {id} is missing"))),
                                 Err(e) => Err(std::io::Error::other(format!("chunk {id}: {e}"))),
                             }

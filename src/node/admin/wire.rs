@@ -121,3 +121,8 @@ pub struct StatusReport {
     /// Voting monitors: (Raft id, peer id bytes).
     pub voters: Vec<(u64, Vec<u8>)>,
 }
+
+// No raw body: the whole message is the postcard header.
+impl crate::net::codec::Body for RaftFrame {}
+impl crate::net::codec::Body for AdminRequest {}
+impl crate::net::codec::Body for AdminResponse {}

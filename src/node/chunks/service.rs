@@ -6,25 +6,27 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use chunkstore::ChunkId;
 use libp2p::PeerId;
 
 use crate::cluster::{NodeId, partition_of_chunk};
 use crate::node::chunks::wire::{ChunkRequest, ChunkResponse, HAS_IDS_MAX};
 use crate::node::error::{ErrorCode, NodeError, RemoteError, TransportError, err};
-use crate::node::metrics::bump;
+use crate::node::metrics::{bump, bump_by};
 use crate::node::quorum::{Judged, TargetCopy};
 use crate::node::runtime::{Inner, Node, not_storage, parse_node_id, peer_of};
 use crate::storage::hints::{Hint, HintItem};
 use crate::storage::records::Record;
 use crate::storage::replication::{Counting, Outcome};
 
+/// Nodes a chunk put tries as its primary before it gives up (the first live replica, then
+/// the next in preference order).
+pub const PRIMARY_ATTEMPTS_MAX: usize = 3;
+
 impl Inner {
-    pub(in crate::node) async fn store_chunk_locally(
-        &self,
-        id: ChunkId,
-        data: Arc<Vec<u8>>,
-    ) -> Result<(), RemoteError> {
+    pub(in crate::node) async fn store_chunk_locally(&self, id: ChunkId, data: Bytes) -> Result<(), RemoteError> {
         let chunks = self.stores.as_ref().ok_or_else(not_storage)?.chunks.clone();
         let result = tokio::task::spawn_blocking(move || chunks.put_expecting(id, &data))
             .await
@@ -47,7 +49,7 @@ impl Inner {
     pub(in crate::node) async fn store_chunk_with_hint(
         &self,
         id: ChunkId,
-        data: Arc<Vec<u8>>,
+        data: Bytes,
         hint_for: Option<NodeId>,
     ) -> Result<(), RemoteError> {
         let Some(target) = hint_for else {
@@ -63,11 +65,7 @@ impl Inner {
     }
 
     /// Stores a chunk on W of its targets; returns the durable copies known.
-    pub(in crate::node) async fn coordinate_chunk(
-        self: Arc<Self>,
-        id: ChunkId,
-        data: Arc<Vec<u8>>,
-    ) -> Result<u32, NodeError> {
+    pub(in crate::node) async fn coordinate_chunk(self: Arc<Self>, id: ChunkId, data: Bytes) -> Result<u32, NodeError> {
         let Some(view) = self.view() else {
             return Err(NodeError::NoMap);
         };
@@ -99,10 +97,11 @@ impl Inner {
                         } else {
                             let req = ChunkRequest::Put {
                                 id: id.0,
-                                data: data.to_vec(),
+                                data: data.clone(),
                                 coordinate: false,
                                 hint_for: hint_for.map(|h| h.0),
                             };
+                            bump_by(&this.counters.chunk_bytes_sent, data.len() as u64);
                             match this.request_node(&to, req).await {
                                 Ok(ChunkResponse::Stored { .. }) => TargetCopy::Durable,
                                 Ok(ChunkResponse::Error(e)) => TargetCopy::refused(e.code),
@@ -125,10 +124,88 @@ impl Inner {
         }
     }
 
-    pub(in crate::node) async fn get_chunk(self: Arc<Self>, id: ChunkId) -> Result<Option<Vec<u8>>, NodeError> {
+    /// Stores a chunk as the design's write path does: a node that is one of the chunk's
+    /// replicas coordinates the write itself (stores its copy, forwards the others);
+    /// any other node (a gateway, a client) sends the chunk once, to the first live replica
+    /// (the primary), which stores it, forwards it and answers after W durable copies. If
+    /// the primary fails or does not answer in time, the next node in preference order
+    /// takes its role (past the replicas, a fallback holding hinted copies), up to
+    /// `PRIMARY_ATTEMPTS_MAX` nodes. Chunks are content-addressed, so a retry through
+    /// another primary stores the same bytes under the same id: it cannot make a
+    /// different outcome.
+    pub(in crate::node) async fn put_chunk(self: Arc<Self>, id: ChunkId, data: Bytes) -> Result<u32, NodeError> {
+        let Some(view) = self.view() else {
+            return Err(NodeError::NoMap);
+        };
+        let (map, placement) = &*view;
+        let partition = partition_of_chunk(map.partitions, &id.0);
+        let replicas = usize::from(map.policy.replication);
+        let (needed, size_bytes) = (usize::from(map.policy.write_quorum), data.len() as u64);
+        bump_by(&self.counters.chunk_bytes_put, size_bytes);
+        let preference: Vec<NodeId> = placement.preference(partition).cloned().collect();
+        if self.stores.is_some() && preference.iter().take(replicas).any(|n| *n == self.node_id) {
+            return self.clone().coordinate_chunk(id, data).await;
+        }
+        // Live members first, preference order otherwise (stable sort).
+        let mut candidates = preference;
+        candidates.sort_by_key(|n| !self.is_alive(n));
+        let timeouts = self.timeouts.for_payload(size_bytes);
+        // The primary's own write may use its whole write timeout, plus the transfer to it.
+        let answer_ms = timeouts.write_timeout_ms.saturating_add(timeouts.target_timeout_ms);
+        for (attempt, primary) in candidates.into_iter().take(PRIMARY_ATTEMPTS_MAX).enumerate() {
+            if attempt > 0 {
+                bump(&self.counters.primary_fallbacks);
+            }
+            let request = ChunkRequest::Put {
+                id: id.0,
+                data: data.clone(),
+                coordinate: true,
+                hint_for: None,
+            };
+            bump_by(&self.counters.chunk_bytes_sent, size_bytes);
+            let answer = tokio::time::timeout(
+                std::time::Duration::from_millis(answer_ms),
+                self.request_node(&primary, request),
+            )
+            .await;
+            match answer {
+                Ok(Ok(ChunkResponse::Stored { copies })) => {
+                    bump_by(&self.counters.chunk_copies_acked, u64::from(copies));
+                    return Ok(copies);
+                }
+                // Space does not differ by primary: the same replicas would refuse again.
+                Ok(Ok(ChunkResponse::Error(e))) if e.code == ErrorCode::Full => {
+                    return Err(NodeError::NoSpace {
+                        durable: 0,
+                        needed,
+                        full: replicas,
+                    });
+                }
+                Ok(Ok(ChunkResponse::Error(e))) if e.code == ErrorCode::BadRequest => {
+                    return Err(NodeError::Internal(format!("the primary refused the chunk: {e}")));
+                }
+                Ok(Ok(other)) => {
+                    tracing::debug!(%id, peer = ?primary, answer = ?other, "primary failed the chunk write; trying the next");
+                }
+                Ok(Err(TransportError::Stopped)) => return Err(NodeError::Stopped),
+                Ok(Err(e)) => {
+                    tracing::debug!(%id, peer = ?primary, error = %e, "primary unreachable; trying the next");
+                }
+                Err(_) => {
+                    tracing::debug!(%id, peer = ?primary, answer_ms, "primary did not answer in time; trying the next");
+                }
+            }
+        }
+        Err(NodeError::WriteQuorum { durable: 0, needed })
+    }
+
+    pub(in crate::node) async fn get_chunk(self: Arc<Self>, id: ChunkId) -> Result<Option<Bytes>, NodeError> {
         // Gateways and monitors hold no chunks: straight to the replicas.
         let local = match self.stores.as_ref().map(|s| s.chunks.clone()) {
-            Some(chunks) => tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await?,
+            Some(chunks) => {
+                tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(chunkstore::Chunk::into_bytes)))
+                    .await?
+            }
             None => Ok(None),
         };
         // A local copy that failed verification was set aside by the chunk store; it is
@@ -166,7 +243,7 @@ impl Inner {
         };
         // Hedged read: one replica at a time, but a replica that has not answered within
         // `HEDGED_READ_DELAY_MS` gets company from the next one; the first good copy wins.
-        let mut found: Option<Vec<u8>> = None;
+        let mut found: Option<Bytes> = None;
         self.hedged_asks(
             &candidates,
             1,
@@ -202,7 +279,7 @@ impl Inner {
             return Ok(None);
         };
         if corrupt_here {
-            let repaired = self.store_chunk_locally(id, Arc::new(bytes.clone())).await;
+            let repaired = self.store_chunk_locally(id, bytes.clone()).await;
             tracing::info!(%id, ok = repaired.is_ok(), "replaced a corrupt local copy from a replica");
         }
         if !lacking.is_empty() {
@@ -213,7 +290,7 @@ impl Inner {
         Ok(Some(bytes))
     }
 
-    pub(in crate::node) async fn repair_chunk_replicas(&self, id: ChunkId, data: Vec<u8>, replicas: Vec<NodeId>) {
+    pub(in crate::node) async fn repair_chunk_replicas(&self, id: ChunkId, data: Bytes, replicas: Vec<NodeId>) {
         for node in replicas {
             let req = ChunkRequest::Put {
                 id: id.0,
@@ -237,7 +314,9 @@ impl Inner {
                 hint_for,
             } => {
                 let id = ChunkId(id);
-                if ChunkId::of(&data) != id {
+                // A plain copy is verified once, by the store (`put_expecting`); a put to
+                // coordinate is checked before it is forwarded anywhere.
+                if coordinate && ChunkId::of(&data) != id {
                     self.counters
                         .chunk_id_mismatch
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -248,12 +327,12 @@ impl Inner {
                     Err(e) => return ChunkResponse::Error(e),
                 };
                 if coordinate {
-                    match self.coordinate_chunk(id, Arc::new(data)).await {
+                    match self.coordinate_chunk(id, data).await {
                         Ok(copies) => ChunkResponse::Stored { copies },
                         Err(e) => ChunkResponse::Error(RemoteError::from(&e)),
                     }
                 } else {
-                    match self.store_chunk_with_hint(id, Arc::new(data), hint_for).await {
+                    match self.store_chunk_with_hint(id, data, hint_for).await {
                         Ok(()) => ChunkResponse::Stored { copies: 1 },
                         Err(e) => ChunkResponse::Error(e),
                     }
@@ -264,7 +343,9 @@ impl Inner {
                     return ChunkResponse::NotFound;
                 };
                 let id = ChunkId(id);
-                match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(|c| c.to_vec()))).await {
+                match tokio::task::spawn_blocking(move || chunks.get(&id).map(|c| c.map(chunkstore::Chunk::into_bytes)))
+                    .await
+                {
                     Ok(Ok(Some(bytes))) => ChunkResponse::Data(bytes),
                     Ok(Ok(None)) => ChunkResponse::NotFound,
                     Ok(Err(e)) if e.is_corruption() => {
@@ -289,18 +370,15 @@ impl Inner {
 
 impl Node {
     /// Stores a chunk on W of its replicas (this node coordinates). Returns its id.
-    pub async fn put_chunk(&self, data: Vec<u8>) -> Result<ChunkId, NodeError> {
+    pub async fn put_chunk(&self, data: impl Into<Bytes>) -> Result<ChunkId, NodeError> {
+        let data: Bytes = data.into();
         let id = ChunkId::of(&data);
-        self.inner
-            .clone()
-            .coordinate_chunk(id, Arc::new(data))
-            .await
-            .map(|_| id)
+        self.inner.clone().put_chunk(id, data).await.map(|_| id)
     }
 
     /// Reads a chunk from this node or, failing that, from its replicas and fallbacks in
     /// preference order. Every copy is verified (BLAKE3) before it is returned.
-    pub async fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, NodeError> {
+    pub async fn get_chunk(&self, id: &ChunkId) -> Result<Option<Bytes>, NodeError> {
         self.inner.clone().get_chunk(*id).await
     }
 

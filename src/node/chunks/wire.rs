@@ -1,9 +1,10 @@
 //! The wire messages of `/hadss/chunk/1`: storing, reading and asking about chunks.
 
+use bytes::Bytes;
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
-use crate::net::codec::FrameLimits;
+use crate::net::codec::{Body, FrameLimits};
 use crate::node::error::RemoteError;
 
 /// Chunk transfer.
@@ -24,9 +25,9 @@ pub enum ChunkRequest {
     Put {
         /// BLAKE3 of `data`; checked by the receiver.
         id: [u8; 32],
-        /// The bytes (`serde_bytes`: one copy, not a per-byte sequence; same wire format).
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        /// The bytes: the frame's raw body (see `net::codec`), never serialised.
+        #[serde(skip)]
+        data: Bytes,
         /// Replicate to the other replicas before answering.
         coordinate: bool,
         /// The replica this copy stands in for.
@@ -55,12 +56,58 @@ pub enum ChunkResponse {
         /// Durable copies known to the answering node.
         copies: u32,
     },
-    /// The chunk's bytes.
-    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The chunk's bytes: the frame's raw body (see `net::codec`), never serialised.
+    Data(#[serde(skip)] Bytes),
     /// Not held here.
     NotFound,
     /// The request failed.
     Error(RemoteError),
     /// Per asked id, whether it is stored here.
     Have(Vec<bool>),
+}
+
+impl Body for ChunkRequest {
+    fn take_body(&mut self) -> Option<Bytes> {
+        match self {
+            ChunkRequest::Put { data, .. } => Some(std::mem::take(data)),
+            _ => None,
+        }
+    }
+
+    fn put_body(&mut self, body: Bytes) -> std::io::Result<()> {
+        match self {
+            ChunkRequest::Put { data, .. } => {
+                *data = body;
+                Ok(())
+            }
+            _ if body.is_empty() => Ok(()),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a body on a chunk request that carries none",
+            )),
+        }
+    }
+}
+
+impl Body for ChunkResponse {
+    fn take_body(&mut self) -> Option<Bytes> {
+        match self {
+            ChunkResponse::Data(data) => Some(std::mem::take(data)),
+            _ => None,
+        }
+    }
+
+    fn put_body(&mut self, body: Bytes) -> std::io::Result<()> {
+        match self {
+            ChunkResponse::Data(data) => {
+                *data = body;
+                Ok(())
+            }
+            _ if body.is_empty() => Ok(()),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a body on a chunk response that carries none",
+            )),
+        }
+    }
 }

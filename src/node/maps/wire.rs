@@ -34,3 +34,7 @@ pub enum MapResponse {
     /// The offered map was refused.
     Refused(String),
 }
+
+// No raw body: the whole message is the postcard header.
+impl crate::net::codec::Body for MapRequest {}
+impl crate::net::codec::Body for MapResponse {}

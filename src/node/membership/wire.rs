@@ -21,3 +21,7 @@ pub struct SwimPacket(#[serde(with = "serde_bytes")] pub Vec<u8>);
 /// Acknowledges a SWIM packet's delivery (SWIM's own acks travel as packets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwimDelivered;
+
+// No raw body: the whole message is the postcard header.
+impl crate::net::codec::Body for SwimPacket {}
+impl crate::net::codec::Body for SwimDelivered {}

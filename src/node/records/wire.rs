@@ -112,3 +112,7 @@ pub enum MetaResponse {
     /// it does not count toward a read quorum.
     Filling(Box<MetaResponse>),
 }
+
+// No raw body: the whole message is the postcard header.
+impl crate::net::codec::Body for MetaRequest {}
+impl crate::net::codec::Body for MetaResponse {}

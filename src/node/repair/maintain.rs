@@ -221,10 +221,7 @@ impl Inner {
                     let stored = match this.clone().get_chunk(id).await {
                         Ok(Some(bytes)) => {
                             let len = bytes.len() as u64;
-                            this.store_chunk_locally(id, Arc::new(bytes))
-                                .await
-                                .is_ok()
-                                .then_some(len)
+                            this.store_chunk_locally(id, bytes).await.is_ok().then_some(len)
                         }
                         _ => None,
                     };
@@ -434,7 +431,7 @@ impl Inner {
                         let chunks = local.chunks.clone();
                         let id2 = *id;
                         let data = match tokio::task::spawn_blocking(move || chunks.get(&id2)).await {
-                            Ok(Ok(Some(c))) => c.to_vec(),
+                            Ok(Ok(Some(c))) => c.into_bytes(),
                             _ => continue, // gone or set aside meanwhile
                         };
                         for owner in &lacking {
