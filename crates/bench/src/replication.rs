@@ -180,9 +180,9 @@ pub async fn run(opts: ReplicationBench) -> anyhow::Result<()> {
         opts.inflight_mib, opts.seconds
     );
     println!(
-        "| chunk | in flight | disk append+fdatasync per batch MiB/s | single-node put MiB/s (ops/s) | replicated put MiB/s (ops/s) | put ratio | single-node get ops/s | replicated get ops/s (MiB/s) |"
+        "| chunk | in flight | disk append+fdatasync per batch MiB/s | single-node put MiB/s (ops/s) | replicated put MiB/s (ops/s) | put ratio | single-node get ops/s | replicated get ops/s (MiB/s) | gateway bytes sent per byte put |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     // Incompressible bodies (object data usually is): the store's zstd attempt is measured
     // as it would be, but never pays off.
     let mut base = vec![0u8; opts.sizes_kib.iter().max().copied().unwrap_or(64) * 1024];
@@ -276,6 +276,10 @@ pub async fn run(opts: ReplicationBench) -> anyhow::Result<()> {
         if copies[3] != rputs {
             eprintln!("  warning: chunks by number of copies (0, 1, 2, 3): {copies:?}");
         }
+        // The gateway's egress per byte stored: bytes of chunk copies it sent over bytes put.
+        let counters = cluster.gateway().counters();
+        let egress = counters.chunk_bytes_sent.load(std::sync::atomic::Ordering::Relaxed) as f64
+            / (counters.chunk_bytes_put.load(std::sync::atomic::Ordering::Relaxed) as f64).max(1.0);
         drop(cluster);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _ = std::fs::remove_dir_all(&cluster_dir);
@@ -284,7 +288,7 @@ pub async fn run(opts: ReplicationBench) -> anyhow::Result<()> {
         let single = mib_s(puts * size_u, put_time);
         let replicated = mib_s(rputs * size_u, rput_time);
         println!(
-            "| {kib} KiB | {c} | {disk:.0} | {single:.0} ({:.0}) | {replicated:.0} ({:.0}) | {:.0}% | {:.0} | {:.0} ({:.0}) |",
+            "| {kib} KiB | {c} | {disk:.0} | {single:.0} ({:.0}) | {replicated:.0} ({:.0}) | {:.0}% | {:.0} | {:.0} ({:.0}) | {egress:.2} |",
             puts as f64 / put_time.as_secs_f64(),
             rputs as f64 / rput_time.as_secs_f64(),
             100.0 * replicated / single.max(f64::MIN_POSITIVE),
