@@ -18,6 +18,7 @@ use crate::node::metrics::{bump, bump_by};
 use crate::node::quorum::{Judged, TargetCopy};
 use crate::node::runtime::{Inner, Node, not_storage, parse_node_id, peer_of};
 use crate::storage::hints::{Hint, HintItem};
+use crate::storage::primary::{PrimaryAnswer, PrimaryEffect, PrimaryOutcome, PrimaryWrite};
 use crate::storage::records::Record;
 use crate::storage::replication::{Counting, Outcome};
 
@@ -146,16 +147,45 @@ impl Inner {
         if self.stores.is_some() && preference.iter().take(replicas).any(|n| *n == self.node_id) {
             return self.clone().coordinate_chunk(id, data).await;
         }
-        // Live members first, preference order otherwise (stable sort).
-        let mut candidates = preference;
-        candidates.sort_by_key(|n| !self.is_alive(n));
         let timeouts = self.timeouts.for_payload(size_bytes);
         // The primary's own write may use its whole write timeout, plus the transfer to it.
         let answer_ms = timeouts.write_timeout_ms.saturating_add(timeouts.target_timeout_ms);
-        for (attempt, primary) in candidates.into_iter().take(PRIMARY_ATTEMPTS_MAX).enumerate() {
-            if attempt > 0 {
+        let mut effects = Vec::new();
+        let mut write = PrimaryWrite::start(
+            &preference,
+            &|n| self.is_alive(n),
+            PRIMARY_ATTEMPTS_MAX,
+            answer_ms,
+            &mut effects,
+        );
+        // Each round sends to one new primary or ends the write (at most
+        // `PRIMARY_ATTEMPTS_MAX` rounds).
+        let mut sent = 0usize;
+        while let Some(effect) = effects.pop() {
+            let (primary, timeout_ms) = match effect {
+                PrimaryEffect::Send { to, timeout_ms } => (to, timeout_ms),
+                PrimaryEffect::Done(outcome) => {
+                    return match outcome {
+                        PrimaryOutcome::Stored { copies, .. } => {
+                            bump_by(&self.counters.chunk_copies_acked, u64::from(copies));
+                            Ok(copies)
+                        }
+                        PrimaryOutcome::NoSpace => Err(NodeError::NoSpace {
+                            durable: 0,
+                            needed,
+                            full: replicas,
+                        }),
+                        PrimaryOutcome::Refused => Err(NodeError::Internal(format!(
+                            "chunk {id}: the primary refused its bytes"
+                        ))),
+                        PrimaryOutcome::Unavailable { .. } => Err(NodeError::WriteQuorum { durable: 0, needed }),
+                    };
+                }
+            };
+            if sent > 0 {
                 bump(&self.counters.primary_fallbacks);
             }
+            sent += 1;
             let request = ChunkRequest::Put {
                 id: id.0,
                 data: data.clone(),
@@ -164,39 +194,31 @@ impl Inner {
             };
             bump_by(&self.counters.chunk_bytes_sent, size_bytes);
             let answer = tokio::time::timeout(
-                std::time::Duration::from_millis(answer_ms),
+                std::time::Duration::from_millis(timeout_ms),
                 self.request_node(&primary, request),
             )
             .await;
-            match answer {
-                Ok(Ok(ChunkResponse::Stored { copies })) => {
-                    bump_by(&self.counters.chunk_copies_acked, u64::from(copies));
-                    return Ok(copies);
-                }
-                // Space does not differ by primary: the same replicas would refuse again.
-                Ok(Ok(ChunkResponse::Error(e))) if e.code == ErrorCode::Full => {
-                    return Err(NodeError::NoSpace {
-                        durable: 0,
-                        needed,
-                        full: replicas,
-                    });
-                }
-                Ok(Ok(ChunkResponse::Error(e))) if e.code == ErrorCode::BadRequest => {
-                    return Err(NodeError::Internal(format!("the primary refused the chunk: {e}")));
-                }
+            let answer = match answer {
+                Ok(Ok(ChunkResponse::Stored { copies })) => PrimaryAnswer::Stored { copies },
+                Ok(Ok(ChunkResponse::Error(e))) if e.code == ErrorCode::Full => PrimaryAnswer::Full,
+                Ok(Ok(ChunkResponse::Error(e))) if e.code == ErrorCode::BadRequest => PrimaryAnswer::Refused,
                 Ok(Ok(other)) => {
                     tracing::debug!(%id, peer = ?primary, answer = ?other, "primary failed the chunk write; trying the next");
+                    PrimaryAnswer::Failed
                 }
                 Ok(Err(TransportError::Stopped)) => return Err(NodeError::Stopped),
                 Ok(Err(e)) => {
                     tracing::debug!(%id, peer = ?primary, error = %e, "primary unreachable; trying the next");
+                    PrimaryAnswer::Silent
                 }
                 Err(_) => {
-                    tracing::debug!(%id, peer = ?primary, answer_ms, "primary did not answer in time; trying the next");
+                    tracing::debug!(%id, peer = ?primary, timeout_ms, "primary did not answer in time; trying the next");
+                    PrimaryAnswer::Silent
                 }
-            }
+            };
+            write.handle(&primary, answer, &mut effects);
         }
-        Err(NodeError::WriteQuorum { durable: 0, needed })
+        Err(NodeError::Internal("a primary write ended without an outcome".into()))
     }
 
     pub(in crate::node) async fn get_chunk(self: Arc<Self>, id: ChunkId) -> Result<Option<Bytes>, NodeError> {
