@@ -98,7 +98,7 @@ enum Cmd {
         hadss: Option<PathBuf>,
     },
     /// The deterministic simulator: run seeds of the sans-IO cores (SWIM, the write
-    /// coordinator, anti-entropy) with virtual time and a seeded network; exit status 1 if
+    /// coordinator, the primary-copy sender, anti-entropy) with virtual time and a seeded network; exit status 1 if
     /// any seed breaks an invariant (it is printed, and `--seed` replays it).
     Sim {
         /// Only this core (default: all).

@@ -11,6 +11,14 @@
 //!   virtual clock. Invariants: exactly one outcome; `Acked` only with ≥ W distinct targets
 //!   that acknowledged, each sent to once; hints only on fallbacks, for replicas; an ack
 //!   whenever W of the first N replicas are alive and prompt; finished by the write deadline.
+//! - `primary`: one primary-copy write from a sender (`storage::primary::PrimaryWrite`) over
+//!   3–8 nodes, each primary running the real `WriteCoordinator` against the model cluster and
+//!   meeting a random fate: healthy (answers after a delay, maybe after the sender's deadline),
+//!   dies before forwarding, after forwarding, or after acknowledging (the answer is lost),
+//!   refuses for space. Invariants: exactly one outcome; `Stored` only with ≥ W durable copies
+//!   in the cluster; each node asked once, at most the attempt limit; answers arriving after
+//!   the sender moved on change nothing; a live, prompt, healthy first candidate with W live
+//!   nodes means `Stored`; decided within attempts × the answer timeout.
 //! - `anti-entropy`: 2–4 replicas of one record partition (in memory, the store's Merkle
 //!   shape) that diverge at random (missing keys, older and newer versions, keys only one
 //!   holds), reconciled by rounds of `antientropy::Session`s against `antientropy::answer`
@@ -37,11 +45,13 @@ pub enum SimKind {
     Write,
     /// Merkle anti-entropy of records.
     AntiEntropy,
+    /// The sender's side of a primary-copy write.
+    Primary,
 }
 
 impl SimKind {
     /// All of them.
-    pub const ALL: [SimKind; 3] = [SimKind::Swim, SimKind::Write, SimKind::AntiEntropy];
+    pub const ALL: [SimKind; 4] = [SimKind::Swim, SimKind::Write, SimKind::AntiEntropy, SimKind::Primary];
 
     /// Its command-line name.
     pub fn name(self) -> &'static str {
@@ -49,6 +59,7 @@ impl SimKind {
             SimKind::Swim => "swim",
             SimKind::Write => "write",
             SimKind::AntiEntropy => "anti-entropy",
+            SimKind::Primary => "primary",
         }
     }
 }
@@ -59,6 +70,7 @@ pub fn run_seed(kind: SimKind, seed: u64) -> Result<String, String> {
         SimKind::Swim => swim_seed(seed),
         SimKind::Write => write_seed(seed),
         SimKind::AntiEntropy => anti_entropy_seed(seed),
+        SimKind::Primary => primary_seed(seed),
     }
 }
 
@@ -438,6 +450,196 @@ fn anti_entropy_seed(seed: u64) -> Result<String, String> {
         }
     }
     Ok(format!("{describe}: converged in {rounds} rounds, {bytes} bytes"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Primary-copy writes
+
+/// What happens to one node when it is asked to be the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Coordinates and answers after this many ms.
+    Healthy(u64),
+    DiesBeforeForwarding,
+    DiesAfterForwarding,
+    DiesAfterAcknowledging,
+    Full(u64),
+}
+
+/// Runs a primary's coordinator against the model cluster (live targets acknowledge, dead
+/// ones fail); `forward: false` makes only the primary's own copy. Returns the copies made
+/// durable and whether it reached W.
+fn coordinate_as_primary(
+    primary: usize,
+    nodes: &[NodeId],
+    (n, w): (usize, usize),
+    alive: &[bool],
+    forward: bool,
+) -> Result<(BTreeSet<usize>, bool), String> {
+    let index = |id: &NodeId| nodes.iter().position(|x| x == id);
+    let is_alive = |id: &NodeId| index(id).is_some_and(|i| alive[i]);
+    let mut fx = Vec::new();
+    let mut c = WriteCoordinator::start(
+        0,
+        nodes,
+        n,
+        w,
+        Counting::AnyTarget,
+        WriteTimeouts::default(),
+        &is_alive,
+        &mut fx,
+    );
+    let (mut durable, mut acked) = (BTreeSet::new(), false);
+    for _ in 0..=nodes.len() * 2 {
+        if fx.is_empty() {
+            break;
+        }
+        for e in std::mem::take(&mut fx) {
+            match e {
+                WriteEffect::Send { to, .. } => {
+                    let i = index(&to).ok_or("the coordinator sent to an unknown node")?;
+                    if alive[i] && (forward || i == primary) {
+                        durable.insert(i);
+                        c.handle_ack(&to, &mut fx);
+                    } else {
+                        c.handle_failure(0, &to, &is_alive, &mut fx);
+                    }
+                }
+                WriteEffect::Done(Outcome::Acked { .. }) => acked = true,
+                _ => {}
+            }
+        }
+    }
+    Ok((durable, acked))
+}
+
+/// A primary's answer or deadline in the queue: (at ms, sequence, node, code, copies); codes
+/// 0 silent (the deadline), 1 stored, 2 failed, 3 full.
+type PrimaryEvent = (u64, u64, usize, u8, u32);
+
+fn primary_seed(seed: u64) -> Result<String, String> {
+    use hadss::storage::primary::{PrimaryAnswer, PrimaryEffect, PrimaryOutcome, PrimaryWrite};
+    let mut rng = rng_of(SimKind::Primary, seed);
+    let total = rng.random_range(3..=8usize);
+    let n = rng.random_range(1..=total.min(5));
+    let w = rng.random_range(1..=n);
+    let attempts_max = rng.random_range(1..=4usize);
+    let timeout_ms = rng.random_range(100..1000u64);
+    let nodes: Vec<NodeId> = (0..total).map(|i| NodeId(format!("node-{i}").into_bytes())).collect();
+    let alive: Vec<bool> = (0..total).map(|_| rng.random_bool(0.75)).collect();
+    let fates: Vec<Fate> = (0..total)
+        .map(|_| match rng.random_range(0..10u32) {
+            0..5 => Fate::Healthy(rng.random_range(1..timeout_ms * 2)),
+            5 => Fate::DiesBeforeForwarding,
+            6 => Fate::DiesAfterForwarding,
+            7 => Fate::DiesAfterAcknowledging,
+            _ => Fate::Full(rng.random_range(1..timeout_ms)),
+        })
+        .collect();
+    let index = |id: &NodeId| nodes.iter().position(|x| x == id);
+    let is_alive = |id: &NodeId| index(id).is_some_and(|i| alive[i]);
+    let describe =
+        format!("N={n} W={w} attempts={attempts_max} timeout={timeout_ms} ms alive={alive:?} fates={fates:?}");
+
+    let mut now_ms = 0u64;
+    let mut fx = Vec::new();
+    let mut write = PrimaryWrite::start(&nodes, &is_alive, attempts_max, timeout_ms, &mut fx);
+    // (at, seq, node, answer): answers and deadlines (a deadline is `Silent` from that node).
+    let mut queue: BinaryHeap<std::cmp::Reverse<PrimaryEvent>> = BinaryHeap::new();
+    let (mut seq, mut asked, mut durable) = (0u64, Vec::<usize>::new(), BTreeSet::<usize>::new());
+    let mut outcomes: Vec<(u64, PrimaryOutcome)> = Vec::new();
+    for _ in 0..=total * 3 {
+        for effect in std::mem::take(&mut fx) {
+            match effect {
+                PrimaryEffect::Send { to, timeout_ms: t } => {
+                    let p = index(&to).ok_or_else(|| format!("{describe}: asked an unknown node"))?;
+                    if asked.contains(&p) {
+                        return Err(format!("{describe}: node {p} asked twice"));
+                    }
+                    asked.push(p);
+                    if asked.len() > attempts_max {
+                        return Err(format!("{describe}: asked {} nodes", asked.len()));
+                    }
+                    seq += 1;
+                    queue.push(std::cmp::Reverse((now_ms + t, seq, p, 0, 0)));
+                    if !alive[p] {
+                        continue;
+                    }
+                    let answer = match fates[p] {
+                        Fate::DiesBeforeForwarding => {
+                            durable.extend(coordinate_as_primary(p, &nodes, (n, w), &alive, false)?.0);
+                            None
+                        }
+                        Fate::DiesAfterForwarding | Fate::DiesAfterAcknowledging => {
+                            durable.extend(coordinate_as_primary(p, &nodes, (n, w), &alive, true)?.0);
+                            None
+                        }
+                        Fate::Healthy(d) => {
+                            let (made, acked) = coordinate_as_primary(p, &nodes, (n, w), &alive, true)?;
+                            let copies = made.len() as u32;
+                            durable.extend(made);
+                            Some((d, if acked { 1 } else { 2 }, copies))
+                        }
+                        Fate::Full(d) => Some((d, 3, 0)),
+                    };
+                    if let Some((d, code, copies)) = answer {
+                        seq += 1;
+                        queue.push(std::cmp::Reverse((now_ms + d, seq, p, code, copies)));
+                    }
+                }
+                PrimaryEffect::Done(outcome) => outcomes.push((now_ms, outcome)),
+            }
+        }
+        if write.is_done() {
+            break;
+        }
+        let Some(std::cmp::Reverse((at, _, p, code, copies))) = queue.pop() else {
+            return Err(format!("{describe}: unfinished with nothing left to happen"));
+        };
+        now_ms = now_ms.max(at);
+        let answer = match code {
+            1 => PrimaryAnswer::Stored { copies },
+            2 => PrimaryAnswer::Failed,
+            3 => PrimaryAnswer::Full,
+            _ => PrimaryAnswer::Silent,
+        };
+        // An answer in time cancels that node's deadline; an answer after its deadline is
+        // still delivered (late), and must change nothing.
+        if code != 0 && write.current() == Some(&nodes[p]) {
+            queue.retain(|std::cmp::Reverse((_, _, q, c, _))| !(*q == p && *c == 0));
+        }
+        write.handle(&nodes[p], answer, &mut fx);
+    }
+    let [(done_at, outcome)] = outcomes.as_slice() else {
+        return Err(format!("{describe}: {} outcomes", outcomes.len()));
+    };
+    if *done_at > timeout_ms * attempts_max as u64 {
+        return Err(format!("{describe}: decided at {done_at} ms"));
+    }
+    let live = alive.iter().filter(|a| **a).count();
+    let first = asked.first().copied();
+    match outcome {
+        PrimaryOutcome::Stored { copies, .. } => {
+            if durable.len() < w || (*copies as usize) < w {
+                return Err(format!("{describe}: stored with {} durable copies < W", durable.len()));
+            }
+        }
+        _ => {
+            if let Some(f) = first
+                && alive[f]
+                && live >= w
+                && matches!(fates[f], Fate::Healthy(d) if d < timeout_ms)
+            {
+                return Err(format!(
+                    "{describe}: a prompt healthy primary with W live nodes, outcome {outcome:?}"
+                ));
+            }
+        }
+    }
+    Ok(format!(
+        "{describe}: {outcome:?} at {done_at} ms after {} primaries",
+        asked.len()
+    ))
 }
 
 /// The first failing seed of a core and what broke.

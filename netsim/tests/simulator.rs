@@ -1,5 +1,5 @@
 //! The deterministic simulator mode: a few hundred seeds of each sans-IO core (SWIM, the
-//! write coordinator, anti-entropy) must hold their invariants. A failing seed is printed;
+//! write coordinator, the primary-copy sender, anti-entropy) must hold their invariants. A failing seed is printed;
 //! `netsim sim --only KIND --seed S` replays it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +31,11 @@ fn swim_seeds() {
 #[test]
 fn write_coordinator_seeds() {
     seeds_pass(SimKind::Write, 5_000);
+}
+
+#[test]
+fn primary_write_seeds() {
+    seeds_pass(SimKind::Primary, 5_000);
 }
 
 #[test]
