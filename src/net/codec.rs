@@ -29,22 +29,30 @@ pub struct FrameLimits {
 
 /// A message that may carry a raw body beside its postcard header. The field holding the
 /// body is `#[serde(skip)]`; the codec takes it out before encoding and puts it back after
-/// decoding. Messages without a body keep the defaults.
+/// decoding. Messages without a body keep the default (`None`).
 pub trait Body {
-    /// Takes the body out (left empty in `self`); `None` if this message has none.
-    fn take_body(&mut self) -> Option<Bytes> {
+    /// The body field of this message, if it has one.
+    fn body_mut(&mut self) -> Option<&mut Bytes> {
         None
     }
 
-    /// Puts a received body back; an error if this message cannot carry one.
+    /// Takes the body out (left empty in `self`); `None` if this message has none.
+    fn take_body(&mut self) -> Option<Bytes> {
+        self.body_mut().map(std::mem::take)
+    }
+
+    /// Puts a received body back; an error if it is not empty and this message has none.
     fn put_body(&mut self, body: Bytes) -> io::Result<()> {
-        if body.is_empty() {
-            Ok(())
-        } else {
-            Err(io::Error::new(
+        match self.body_mut() {
+            Some(field) => {
+                *field = body;
+                Ok(())
+            }
+            None if body.is_empty() => Ok(()),
+            None => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a body on a message that carries none",
-            ))
+            )),
         }
     }
 }
@@ -192,21 +200,10 @@ mod tests {
     }
 
     impl Body for Msg {
-        fn take_body(&mut self) -> Option<Bytes> {
+        fn body_mut(&mut self) -> Option<&mut Bytes> {
             match self {
-                Msg::WithBody(_, b) => Some(std::mem::take(b)),
+                Msg::WithBody(_, b) => Some(b),
                 Msg::Plain(_) => None,
-            }
-        }
-
-        fn put_body(&mut self, body: Bytes) -> io::Result<()> {
-            match self {
-                Msg::WithBody(_, b) => {
-                    *b = body;
-                    Ok(())
-                }
-                Msg::Plain(_) if body.is_empty() => Ok(()),
-                Msg::Plain(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected body")),
             }
         }
     }

@@ -75,7 +75,6 @@ pub const PRIMARY_ATTEMPTS_MAX_LIMIT: usize = 16;
 pub struct PrimaryWrite {
     /// Live nodes first, preference order otherwise.
     candidates: Vec<NodeId>,
-    attempts_max: usize,
     timeout_ms: u64,
     /// Index into `candidates` of the primary asked now.
     current: usize,
@@ -102,7 +101,6 @@ impl PrimaryWrite {
         candidates.truncate(attempts_max);
         let mut write = PrimaryWrite {
             candidates,
-            attempts_max,
             timeout_ms,
             current: 0,
             done: false,
@@ -120,6 +118,11 @@ impl PrimaryWrite {
     /// Whether the outcome has been emitted.
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// How many primaries were given up on so far (0 while the first is asked).
+    pub fn fallbacks(&self) -> usize {
+        self.current
     }
 
     /// The primary asked now, if the write is not over.
@@ -163,7 +166,7 @@ impl PrimaryWrite {
 
     fn finish(&mut self, outcome: PrimaryOutcome, effects: &mut Vec<PrimaryEffect>) {
         debug_assert!(!self.done, "a primary write decided twice");
-        debug_assert!(self.current < self.attempts_max || matches!(outcome, PrimaryOutcome::Unavailable { .. }));
+        debug_assert!(self.current < self.candidates.len() || matches!(outcome, PrimaryOutcome::Unavailable { .. }));
         self.done = true;
         effects.push(PrimaryEffect::Done(outcome));
     }

@@ -160,7 +160,6 @@ impl Inner {
         );
         // Each round sends to one new primary or ends the write (at most
         // `PRIMARY_ATTEMPTS_MAX` rounds).
-        let mut sent = 0usize;
         while let Some(effect) = effects.pop() {
             let (primary, timeout_ms) = match effect {
                 PrimaryEffect::Send { to, timeout_ms } => (to, timeout_ms),
@@ -182,10 +181,9 @@ impl Inner {
                     };
                 }
             };
-            if sent > 0 {
+            if write.fallbacks() > 0 {
                 bump(&self.counters.primary_fallbacks);
             }
-            sent += 1;
             let request = ChunkRequest::Put {
                 id: id.0,
                 data: data.clone(),

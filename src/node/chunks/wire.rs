@@ -67,47 +67,19 @@ pub enum ChunkResponse {
 }
 
 impl Body for ChunkRequest {
-    fn take_body(&mut self) -> Option<Bytes> {
+    fn body_mut(&mut self) -> Option<&mut Bytes> {
         match self {
-            ChunkRequest::Put { data, .. } => Some(std::mem::take(data)),
+            ChunkRequest::Put { data, .. } => Some(data),
             _ => None,
-        }
-    }
-
-    fn put_body(&mut self, body: Bytes) -> std::io::Result<()> {
-        match self {
-            ChunkRequest::Put { data, .. } => {
-                *data = body;
-                Ok(())
-            }
-            _ if body.is_empty() => Ok(()),
-            _ => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "a body on a chunk request that carries none",
-            )),
         }
     }
 }
 
 impl Body for ChunkResponse {
-    fn take_body(&mut self) -> Option<Bytes> {
+    fn body_mut(&mut self) -> Option<&mut Bytes> {
         match self {
-            ChunkResponse::Data(data) => Some(std::mem::take(data)),
+            ChunkResponse::Data(data) => Some(data),
             _ => None,
-        }
-    }
-
-    fn put_body(&mut self, body: Bytes) -> std::io::Result<()> {
-        match self {
-            ChunkResponse::Data(data) => {
-                *data = body;
-                Ok(())
-            }
-            _ if body.is_empty() => Ok(()),
-            _ => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "a body on a chunk response that carries none",
-            )),
         }
     }
 }
