@@ -470,7 +470,16 @@ async fn an_added_node_takes_its_share_and_each_copy_ends_on_exactly_its_owners(
             .filter(|c| n.chunk_store().expect("a storage node").contains(c))
             .count();
         assert!(held > 0, "the new node holds none of the objects' chunks");
-        let report = n.maintenance_report().unwrap();
+        // Its copies can all arrive by pushes before its own first pass ends: wait (bounded)
+        // for that pass's report.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let report = loop {
+            match n.maintenance_report() {
+                Some(report) => break report,
+                None if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                None => panic!("the new node finished no maintenance pass in 30 s"),
+            }
+        };
         assert_eq!(report.partitions_moving, 0, "{report:?}");
         read_all(&cluster, &objects).await;
         cluster.nodes.clear();
