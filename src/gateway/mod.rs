@@ -75,6 +75,17 @@ fn header_section_bytes(headers: &hyper::HeaderMap) -> usize {
     headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
+/// Whether a request asks for `100 Continue` before it sends its body. Refused before its
+/// body is read, such a request may leave the body unsent, so the answer closes the
+/// connection (as RFC 9110 lets a server do, and as clients such as botocore and curl expect):
+/// otherwise the next request on it, say `GET /…`, would be parsed with its first bytes taken
+/// as this body (`ET /…`, a SignatureDoesNotMatch).
+fn expects_continue(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(hyper::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// The S3 error for a header section over `HEADER_SECTION_BYTES_MAX`.
 fn header_too_large() -> hyper::Response<s3s::Body> {
     let xml = format!(
@@ -146,10 +157,22 @@ pub async fn serve(
             let guarded = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let service = service.clone();
                 async move {
-                    if header_section_bytes(req.headers()) > HEADER_SECTION_BYTES_MAX {
-                        return Ok(header_too_large());
+                    let expects_continue = expects_continue(req.headers());
+                    let mut resp = if header_section_bytes(req.headers()) > HEADER_SECTION_BYTES_MAX {
+                        header_too_large()
+                    } else {
+                        hyper::service::Service::call(&service, req).await?
+                    };
+                    if expects_continue && !resp.status().is_success() {
+                        // The client may have held its body back (no `100 Continue` was
+                        // sent): the connection cannot be reused, or its next request
+                        // would be read as the rest of this body.
+                        resp.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
                     }
-                    hyper::service::Service::call(&service, req).await
+                    Ok::<_, s3s::HttpError>(resp)
                 }
             });
             let mut stopping = stopping.clone();

@@ -414,6 +414,30 @@ def bad_input_checks(s3, env):
     check(" 200" in status, f"the whole signed PUT: {status}")
     check(s3.get_object(Bucket="bad-input", Key="whole")["Body"].read() == data, "whole PUT stored")
 
+    # A PUT that waits for `100 Continue` and is refused before its body is read: the answer
+    # closes the connection, so a client that never sends the body cannot have its next
+    # request read as that body.
+    import socket
+    held = b"never sent"
+    headers = signed_put_headers(dict(env, AWS_ACCESS_KEY_ID="HKNOSUCHKEY0000"), "/bad-input/refused", held)
+    lines = ["PUT /bad-input/refused HTTP/1.1", f"Host: {host}", f"Content-Length: {len(held)}", "Expect: 100-continue"]
+    lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
+    u = urllib.parse.urlparse(env["AWS_ENDPOINT_URL"])
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        try:
+            while len(answer) < 65536:
+                got = sock.recv(65536)
+                if not got:
+                    break
+                answer += got
+        except socket.timeout:
+            raise AssertionError(f"a refused Expect: 100-continue PUT left the connection open: {answer[:300]}")
+    status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+    check(" 403" in status and b"InvalidAccessKeyId" in answer, f"refused 100-continue PUT: {answer[:300]}")
+    check(b"connection: close" in answer.lower(), f"refused 100-continue PUT keeps the connection: {answer[:300]}")
+
     pad = ["x-amz-meta-pad: " + "a" * 10_000]
     status, answer = raw_request(env, ["GET /bad-input/whole HTTP/1.1", f"Host: {host}", "Connection: close"] + pad,
                                  b"", close_early=False)
