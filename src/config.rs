@@ -92,6 +92,26 @@ pub struct StorageConfig {
     /// delay, loss, clock skew). Never set in production.
     #[serde(default)]
     pub fault_file: Option<PathBuf>,
+    /// An S3 endpoint served by this storage node (a `[s3]` table): objects whose chunks
+    /// have a copy here are read from the local chunk store, with no network hop and no
+    /// encryption, as every Garage node serves S3. Absent: no S3 endpoint.
+    #[serde(default)]
+    pub s3: Option<NodeS3Config>,
+}
+
+/// The `[s3]` table of a storage node's config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeS3Config {
+    /// S3 HTTP address, e.g. `0.0.0.0:9000`.
+    pub listen: String,
+    /// Region reported to clients.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Root access key id of this endpoint (cluster keys made with `hadss admin key` work too).
+    pub access_key: String,
+    /// File holding its secret key (one line); relative to the config file.
+    pub secret_key_file: PathBuf,
 }
 
 /// `hadss monitor --config FILE`.
@@ -315,6 +335,11 @@ impl StorageConfig {
                 &mut cfg.map_public_key_file,
             ],
         );
+        if let Some(s3) = &mut cfg.s3
+            && s3.secret_key_file.is_relative()
+        {
+            s3.secret_key_file = path.parent().unwrap_or(Path::new(".")).join(&s3.secret_key_file);
+        }
         Ok(cfg)
     }
 }
@@ -336,6 +361,15 @@ mod tests {
         assert_eq!(cfg.data_dir, dir.path().join("data"));
         assert_eq!(cfg.cluster_secret_file, PathBuf::from("/etc/hadss/secret"));
         assert_eq!(cfg.swim_preset, SwimPreset::Fast);
+        assert_eq!(cfg.s3, None);
+        std::fs::write(
+            &path,
+            "data_dir = \"d\"\nlisten = \"x\"\ncluster_secret_file = \"s\"\nmap_public_key_file = \"k\"\n[s3]\nlisten = \"127.0.0.1:9000\"\naccess_key = \"AK\"\nsecret_key_file = \"sk\"\n",
+        )
+        .expect("write");
+        let s3 = StorageConfig::load(&path).expect("load").s3.expect("the [s3] table");
+        assert_eq!(s3.secret_key_file, dir.path().join("sk"));
+        assert_eq!(s3.region, "us-east-1");
         std::fs::write(
             &path,
             "data_dir = \"d\"\nlisten = \"x\"\ncluster_secret_file = \"s\"\nmap_public_key_file = \"k\"\ntypo = 1\n",

@@ -1,6 +1,6 @@
 //! `hadss dev` (part of the binary): a whole local cluster in one process — a monitor (a
-//! one-member Raft quorum), three storage nodes and an S3 gateway on 127.0.0.1 over the real
-//! libp2p transport, data under `--data-dir`. The first start creates the cluster secret,
+//! one-member Raft quorum) and three storage nodes on 127.0.0.1 over the real libp2p
+//! transport, the first of them serving S3 (reading its own copies), data under `--data-dir`. The first start creates the cluster secret,
 //! the map key and an access key (kept in `DATA_DIR/credentials.env`), so a restart on the
 //! same directory serves the same objects with the same keys. Ports are picked by the OS on
 //! every start: the storage nodes ask the monitor to refresh their addresses (auto-admitted
@@ -158,20 +158,6 @@ pub async fn run(
         )));
         nodes.push(node);
     }
-    let gateway = Arc::new(
-        Node::start(node_config(
-            &dir.join("gateway"),
-            secret,
-            &map_key.public(),
-            "gateway",
-            swim::Role::Gateway,
-        ))
-        .await?,
-    );
-    gateway
-        .add_peer_address(monitor.node().peer_id(), monitor.node().listen_addr().clone())
-        .await;
-
     // Serve once the map names every storage node where it listens now.
     let current = |map: &hadss::cluster::ClusterMap| {
         nodes.iter().all(|n| {
@@ -181,8 +167,10 @@ pub async fn run(
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(DEV_MEMBERSHIP_TIMEOUT_MS);
     loop {
-        let _ = gateway.pull_map(monitor.node().peer_id()).await;
-        if gateway.map().is_some_and(|m| current(&m)) && nodes.iter().all(|n| n.map().is_some_and(|m| current(&m))) {
+        for n in &nodes {
+            let _ = n.pull_map(monitor.node().peer_id()).await;
+        }
+        if nodes.iter().all(|n| n.map().is_some_and(|m| current(&m))) {
             break;
         }
         anyhow::ensure!(
@@ -191,13 +179,16 @@ pub async fn run(
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let epoch = gateway.epoch();
+    let epoch = nodes[0].epoch();
 
     let cred_file = dir.join("credentials.env");
     let (access_key, secret_key) = credentials(&opts, &cred_file)?;
+    // The S3 endpoint is served by the first storage node: with three replicas on three
+    // nodes it holds a copy of every chunk, and reads them from its own store (no network
+    // hop, no encryption), as an S3 endpoint on any storage node does for its copies.
     let s3 = hadss::gateway::serve(
         opts.s3_listen,
-        gateway.clone(),
+        nodes[0].clone(),
         (&access_key, &secret_key),
         &opts.region,
     )
@@ -213,7 +204,9 @@ pub async fn run(
         .as_bytes(),
         0o600,
     )?;
-    println!("HADSS dev cluster: 1 monitor, {DEV_STORAGE_NODES} storage nodes (N=3, W=2, R=2), map epoch {epoch}");
+    println!(
+        "HADSS dev cluster: 1 monitor, {DEV_STORAGE_NODES} storage nodes (N=3, W=2, R=2; the first serves S3), map epoch {epoch}"
+    );
     println!(
         "  monitor:      {monitor_addr} (hadss admin status --secret {} --monitor {monitor_addr})",
         keys.join("cluster.secret").display()
@@ -233,7 +226,6 @@ pub async fn run(
     for j in joins {
         j.abort();
     }
-    drop(gateway);
     drop(nodes);
     monitor.shutdown().await;
     drop(monitor);

@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a local cluster (three storage nodes and an S3 gateway) in this process.
+    /// Run a local cluster (a monitor and three storage nodes, the first serving S3) in this process.
     Dev(dev::DevOptions),
     /// Run a monitor (one member of the Raft quorum that publishes the cluster map).
     Monitor {
@@ -215,13 +215,23 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
         bootstrap_peers(&cfg.bootstrap),
         cfg.zone.clone(),
     ));
+    let s3 = match &cfg.s3 {
+        Some(s3) => Some(serve_s3(&node, &s3.listen, &s3.access_key, &s3.secret_key_file, &s3.region).await?),
+        None => None,
+    };
     println!(
-        "storage node {} listening on {addr}; health and metrics on http://{}",
+        "storage node {} listening on {addr}; health and metrics on http://{}{}",
         node.peer_id(),
-        http.local_addr()
+        http.local_addr(),
+        s3.as_ref()
+            .map(|e| format!("; S3 on http://{}", e.local_addr()))
+            .unwrap_or_default()
     );
     wait_for_shutdown().await?;
     tracing::info!("shutting down");
+    if let Some(s3) = s3 {
+        drain_s3(s3).await;
+    }
     join.abort();
     drop(http);
     drop(node);
@@ -322,6 +332,37 @@ fn bootstrap_peers(bootstrap: &[String]) -> Vec<(PeerId, Multiaddr)> {
 /// How long a stopping gateway lets the requests in flight finish.
 const GATEWAY_DRAIN_MS: u64 = 10_000;
 
+/// Serves S3 on `listen` through `node`, with the root key whose secret is in `secret_key_file`.
+async fn serve_s3(
+    node: &std::sync::Arc<Node>,
+    listen: &str,
+    access_key: &str,
+    secret_key_file: &Path,
+    region: &str,
+) -> anyhow::Result<hadss::gateway::S3Endpoint> {
+    let secret_key = std::fs::read_to_string(secret_key_file)
+        .with_context(|| format!("reading {}", secret_key_file.display()))?
+        .trim()
+        .to_string();
+    anyhow::ensure!(!secret_key.is_empty(), "{} is empty", secret_key_file.display());
+    hadss::gateway::serve(
+        listen.parse().with_context(|| format!("S3 listen address {listen}"))?,
+        node.clone(),
+        (access_key, &secret_key),
+        region,
+    )
+    .await
+    .with_context(|| format!("listening on {listen}"))
+}
+
+/// Stops an S3 endpoint, letting the requests in flight finish.
+async fn drain_s3(s3: hadss::gateway::S3Endpoint) {
+    let open = s3.shutdown(GATEWAY_DRAIN_MS).await;
+    if open > 0 {
+        tracing::warn!(open, "connections still open after {GATEWAY_DRAIN_MS} ms; closing them");
+    }
+}
+
 async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     let cfg = hadss::config::GatewayConfig::load(config_path)?;
     let faults = match &cfg.fault_file {
@@ -330,11 +371,6 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     };
     let secret = hadss::net::identity::load_cluster_secret(&cfg.cluster_secret_file)?;
     let map_key = hadss::cluster::keys::load_map_public_key(&cfg.map_public_key_file)?;
-    let secret_key = std::fs::read_to_string(&cfg.secret_key_file)
-        .with_context(|| format!("reading {}", cfg.secret_key_file.display()))?
-        .trim()
-        .to_string();
-    anyhow::ensure!(!secret_key.is_empty(), "{} is empty", cfg.secret_key_file.display());
     let node = std::sync::Arc::new(
         Node::start(NodeConfig {
             data_dir: cfg.data_dir.clone(),
@@ -353,14 +389,14 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     );
     pull_map_from_bootstrap(&node, &cfg.bootstrap).await;
     let http = start_http(&node, cfg.http_listen.as_deref()).await?;
-    let s3 = hadss::gateway::serve(
-        cfg.s3_listen.parse().context("s3_listen address")?,
-        node.clone(),
-        (&cfg.access_key, &secret_key),
+    let s3 = serve_s3(
+        &node,
+        &cfg.s3_listen,
+        &cfg.access_key,
+        &cfg.secret_key_file,
         &cfg.region,
     )
-    .await
-    .with_context(|| format!("listening on {}", cfg.s3_listen))?;
+    .await?;
     write_node_file(&node, &cfg.data_dir, "gateway", &http)?;
     println!(
         "gateway {}: S3 on http://{}, health and metrics on http://{}, map epoch {}",
@@ -371,10 +407,7 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
     );
     wait_for_shutdown().await?;
     tracing::info!("shutting down: finishing the requests in flight");
-    let open = s3.shutdown(GATEWAY_DRAIN_MS).await;
-    if open > 0 {
-        tracing::warn!(open, "connections still open after {GATEWAY_DRAIN_MS} ms; closing them");
-    }
+    drain_s3(s3).await;
     drop(http);
     Ok(())
 }

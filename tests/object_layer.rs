@@ -423,3 +423,82 @@ async fn a_full_disk_and_a_lost_quorum_are_different_errors() {
     };
     tokio::time::timeout(TEST_TIMEOUT, test).await.expect("test timed out");
 }
+
+/// An S3 endpoint on a storage node reads the chunks it holds from its own store: with N=3
+/// on three nodes, every chunk of a large object is local, and no chunk is asked of another
+/// node. The same object read through a gateway (which holds nothing) asks replicas for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_endpoint_on_a_storage_node_reads_its_own_copies() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let test = async {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::start(dir.path(), ClusterOptions::default()).await.unwrap();
+        let storage = cluster.storage_node(0).unwrap();
+        let on_storage = hadss::gateway::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            storage.clone(),
+            ("root", "rootsecret"),
+            "us-east-1",
+        )
+        .await
+        .unwrap();
+        let on_gateway = hadss::gateway::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            cluster.gateway().clone(),
+            ("root", "rootsecret"),
+            "us-east-1",
+        )
+        .await
+        .unwrap();
+        let s3 = common::s3::client(&format!("http://{}", on_storage.local_addr()), "root", "rootsecret");
+        let via_gateway = common::s3::client(&format!("http://{}", on_gateway.local_addr()), "root", "rootsecret");
+        s3.create_bucket().bucket("local").send().await.unwrap();
+        // 10 MiB: three chunks (4 + 4 + 2 MiB), written through the storage node's endpoint.
+        let data = random(10 * 1024 * 1024);
+        s3.put_object()
+            .bucket("local")
+            .key("big")
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+
+        let counters = storage.counters();
+        let (local_before, remote_before) = (
+            counters.chunk_reads_local.load(Relaxed),
+            counters.chunk_reads_remote.load(Relaxed),
+        );
+        let got = s3.get_object().bucket("local").key("big").send().await.unwrap();
+        assert!(
+            got.body.collect().await.unwrap().into_bytes() == data,
+            "bytes read back"
+        );
+        assert_eq!(
+            counters.chunk_reads_local.load(Relaxed) - local_before,
+            3,
+            "every chunk read here"
+        );
+        assert_eq!(
+            counters.chunk_reads_remote.load(Relaxed) - remote_before,
+            0,
+            "no chunk asked of a peer"
+        );
+
+        // Through the gateway: the same bytes, every chunk from a replica.
+        let gw = cluster.gateway().counters();
+        let got = via_gateway
+            .get_object()
+            .bucket("local")
+            .key("big")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            got.body.collect().await.unwrap().into_bytes() == data,
+            "bytes read through the gateway"
+        );
+        assert_eq!(gw.chunk_reads_local.load(Relaxed), 0);
+        assert_eq!(gw.chunk_reads_remote.load(Relaxed), 3);
+    };
+    tokio::time::timeout(TEST_TIMEOUT, test).await.expect("test timed out");
+}

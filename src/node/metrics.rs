@@ -65,11 +65,16 @@ pub struct NodeCounters {
     pub chunk_copies_acked: std::sync::atomic::AtomicU64,
     /// Chunk puts that moved on to the next primary (the previous one failed or was slow).
     pub primary_fallbacks: std::sync::atomic::AtomicU64,
+    /// Chunk reads for this node's callers answered from its own chunk store (an S3
+    /// endpoint on a storage node that holds a copy: no network, no encryption).
+    pub chunk_reads_local: std::sync::atomic::AtomicU64,
+    /// Chunk reads for this node's callers that had to ask other nodes.
+    pub chunk_reads_remote: std::sync::atomic::AtomicU64,
 }
 
 impl NodeCounters {
     /// (name, help, value) of every counter, for metrics.
-    pub(super) fn all(&self) -> [(&'static str, &'static str, u64); 29] {
+    pub(super) fn all(&self) -> [(&'static str, &'static str, u64); 31] {
         use std::sync::atomic::Ordering::Relaxed;
         [
             (
@@ -216,6 +221,16 @@ impl NodeCounters {
                 "primary_fallbacks",
                 "Chunk puts that moved on to the next primary",
                 self.primary_fallbacks.load(Relaxed),
+            ),
+            (
+                "chunk_reads_local",
+                "Chunk reads answered from this node's own chunk store",
+                self.chunk_reads_local.load(Relaxed),
+            ),
+            (
+                "chunk_reads_remote",
+                "Chunk reads for this node's callers that asked other nodes",
+                self.chunk_reads_remote.load(Relaxed),
             ),
         ]
     }

@@ -231,7 +231,10 @@ impl Inner {
         // A local copy that failed verification was set aside by the chunk store; it is
         // replaced below from a healthy replica.
         let corrupt_here = match local {
-            Ok(Some(bytes)) => return Ok(Some(bytes)),
+            Ok(Some(bytes)) => {
+                bump(&self.counters.chunk_reads_local);
+                return Ok(Some(bytes));
+            }
             Ok(None) => false,
             Err(e) => {
                 tracing::error!(%id, error = %e, "local copy unreadable; reading from a replica");
@@ -241,6 +244,7 @@ impl Inner {
         let Some(view) = self.view() else {
             return Err(NodeError::NoMap);
         };
+        bump(&self.counters.chunk_reads_remote);
         let partition = partition_of_chunk(view.0.partitions, &id.0);
         let replicas = usize::from(view.0.policy.replication);
         // Replicas found without a good copy: given the verified bytes once they are found.
