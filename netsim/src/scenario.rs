@@ -23,6 +23,7 @@ use hadss::node::protocol::{MetaRequest, MetaResponse};
 use hadss::storage::antientropy::{Answer, Ask};
 use libp2p::{Multiaddr, PeerId};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
@@ -55,6 +56,10 @@ pub enum Scenario {
     Bitrot,
     /// Large objects; a storage node and a gateway killed with -9 in the middle of writes.
     TornWrite,
+    /// Large objects; every storage node in turn killed with -9 and restarted. Each is the
+    /// primary of the chunk puts whose first replica it is, so every kill lands on primaries
+    /// before, while and after they forward; the gateways must fall back to the next replica.
+    KillPrimaries,
     /// One storage node's disk full (capacity capped at its usage), lifted later.
     DiskFull,
     /// A gateway's clock behind, a storage node's ahead.
@@ -69,12 +74,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario but `all`.
-    pub const EACH: [Scenario; 9] = [
+    pub const EACH: [Scenario; 10] = [
         Scenario::KillStorage,
         Scenario::MonitorsDown,
         Scenario::Partition,
         Scenario::Bitrot,
         Scenario::TornWrite,
+        Scenario::KillPrimaries,
         Scenario::DiskFull,
         Scenario::ClockSkew,
         Scenario::RollingRestart,
@@ -89,6 +95,7 @@ impl Scenario {
             Scenario::Partition => "partition",
             Scenario::Bitrot => "bitrot",
             Scenario::TornWrite => "torn-write",
+            Scenario::KillPrimaries => "kill-primaries",
             Scenario::DiskFull => "disk-full",
             Scenario::ClockSkew => "clock-skew",
             Scenario::RollingRestart => "rolling-restart",
@@ -320,6 +327,26 @@ fn schedule(scenario: Scenario, rng: &mut StdRng, duration_ms: u64, names: &Name
                 ),
             ]
         }
+        Scenario::KillPrimaries => {
+            let mut order = s.clone();
+            order.shuffle(rng);
+            let slot = 0.8 / order.len() as f64;
+            order
+                .iter()
+                .enumerate()
+                .flat_map(|(i, v)| {
+                    let kill = 0.1 + slot * i as f64;
+                    [
+                        step(kill, vec![Action::Kill(v.clone())], format!("{v} (a primary) killed")),
+                        step(
+                            kill + 0.5 * slot,
+                            vec![Action::Restart(v.clone())],
+                            format!("{v} restarted"),
+                        ),
+                    ]
+                })
+                .collect()
+        }
         Scenario::DiskFull => {
             let v = pick(rng, s).clone();
             vec![
@@ -441,6 +468,9 @@ pub struct Report {
     pub converged_after_ms: Option<u64>,
     /// Keys read back at the end.
     pub final_reads: usize,
+    /// Chunk puts the gateways running at the end moved on to the next primary
+    /// (`hadss_primary_fallbacks`), if their metrics could be read.
+    pub primary_fallbacks: Option<u64>,
     /// Broken invariants.
     pub violations: Vec<Violation>,
     /// No violations.
@@ -493,6 +523,9 @@ impl Report {
             }
         }
         let _ = writeln!(s, "final reads: {} keys", self.final_reads);
+        if let Some(n) = self.primary_fallbacks {
+            let _ = writeln!(s, "primary fallbacks (chunk puts moved to the next replica): {n}");
+        }
         if self.violations.is_empty() {
             let _ = writeln!(s, "violations: none");
         } else {
@@ -520,6 +553,46 @@ fn cluster_clients(cluster: &ClusterFile) -> anyhow::Result<Arc<Vec<S3>>> {
         .map(|e| S3::new(e, &key.access_key, &key.secret_key, &key.region, BUCKET, OP_TIMEOUT_MS))
         .collect::<anyhow::Result<Vec<S3>>>()?;
     Ok(Arc::new(gateways))
+}
+
+/// The sum of a counter over the running gateways' `/metrics` (`None` if one could not be
+/// read).
+async fn gateway_counter(cluster: &ClusterFile, name: &str) -> Option<u64> {
+    let mut sum = 0;
+    for n in cluster
+        .nodes
+        .iter()
+        .filter(|n| n.role == "gateway" && is_running(n.pid))
+    {
+        let text = http_get(n.http_endpoint.as_deref()?, "/metrics").await.ok()?;
+        sum += text
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .find_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())?;
+    }
+    Some(sum)
+}
+
+/// Largest `/metrics` page read.
+const METRICS_BYTES_MAX: u64 = 1024 * 1024;
+
+/// The body of `GET path` on `endpoint` (`http://host:port`), HTTP/1.0 so the server closes.
+async fn http_get(endpoint: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = endpoint.strip_prefix("http://").context("not an http:// endpoint")?;
+    let read = async {
+        let mut conn = tokio::net::TcpStream::connect(host).await?;
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await?;
+        let mut out = Vec::new();
+        conn.take(METRICS_BYTES_MAX).read_to_end(&mut out).await?;
+        anyhow::Ok(out)
+    };
+    let out = tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await??;
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
+    Ok(body.to_string())
 }
 
 /// Applies one action.
@@ -818,7 +891,7 @@ async fn drive(opts: &RunOptions, up: &UpOptions, cluster: &mut ClusterFile) -> 
         seed: opts.seed,
         ..WorkloadOptions::default()
     };
-    if opts.scenario == Scenario::TornWrite {
+    if matches!(opts.scenario, Scenario::TornWrite | Scenario::KillPrimaries) {
         workload_opts.size_min_bytes = 256 * 1024;
         workload_opts.size_max_bytes = 4 * 1024 * 1024;
         workload_opts.large_percent = 0;
@@ -926,6 +999,15 @@ async fn drive(opts: &RunOptions, up: &UpOptions, cluster: &mut ClusterFile) -> 
             ),
         });
     }
+    let primary_fallbacks = gateway_counter(cluster, "hadss_primary_fallbacks").await;
+    if opts.scenario == Scenario::KillPrimaries && !opts.broken_ack && primary_fallbacks.is_none_or(|n| n == 0) {
+        violations.push(Violation {
+            invariant: "harness".into(),
+            detail: format!(
+                "no chunk put fell back to another primary ({primary_fallbacks:?}): the kills did not hit a write"
+            ),
+        });
+    }
     let kinds = [Kind::Put, Kind::Get, Kind::Delete, Kind::List];
     let live: Vec<&Op> = ops.iter().filter(|o| o.client != FINAL_CLIENT).collect();
     Ok(Report {
@@ -955,6 +1037,7 @@ async fn drive(opts: &RunOptions, up: &UpOptions, cluster: &mut ClusterFile) -> 
         phases: availability,
         converged_after_ms,
         final_reads,
+        primary_fallbacks,
         pass: violations.is_empty(),
         violations,
     })

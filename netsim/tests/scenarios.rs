@@ -80,6 +80,11 @@ async fn torn_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_primaries() {
+    passes(Scenario::KillPrimaries).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full() {
     passes(Scenario::DiskFull).await;
 }
