@@ -42,7 +42,7 @@ impl Inner {
             hlc = hlc.max(v.hlc + 1);
         }
         self.clone()
-            .coordinate_record(Record {
+            .write_record(Record {
                 partition,
                 key: key_record_key(id),
                 version: Version {

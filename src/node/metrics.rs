@@ -70,11 +70,16 @@ pub struct NodeCounters {
     pub chunk_reads_local: std::sync::atomic::AtomicU64,
     /// Chunk reads for this node's callers that had to ask other nodes.
     pub chunk_reads_remote: std::sync::atomic::AtomicU64,
+    /// Records written through this node by its callers (the object layer, keys).
+    pub records_put: std::sync::atomic::AtomicU64,
+    /// Record copies this node sent to other nodes (to a primary, or as a coordinator to
+    /// the replicas). Divided by `records_put`: about 1 on a gateway with primary-copy writes.
+    pub record_copies_sent: std::sync::atomic::AtomicU64,
 }
 
 impl NodeCounters {
     /// (name, help, value) of every counter, for metrics.
-    pub(super) fn all(&self) -> [(&'static str, &'static str, u64); 31] {
+    pub(super) fn all(&self) -> [(&'static str, &'static str, u64); 33] {
         use std::sync::atomic::Ordering::Relaxed;
         [
             (
@@ -231,6 +236,16 @@ impl NodeCounters {
                 "chunk_reads_remote",
                 "Chunk reads for this node's callers that asked other nodes",
                 self.chunk_reads_remote.load(Relaxed),
+            ),
+            (
+                "records_put",
+                "Records written through this node by its callers",
+                self.records_put.load(Relaxed),
+            ),
+            (
+                "record_copies_sent",
+                "Record copies this node sent to other nodes (to a primary or to replicas)",
+                self.record_copies_sent.load(Relaxed),
             ),
         ]
     }

@@ -10,6 +10,8 @@
 //!   its hedge budget;
 //! - `chunks`, `records`: chunk and record services and clients (`/hadss/chunk/1`,
 //!   `/hadss/meta/1`), built on `quorum`;
+//! - `primary`: the shell of a primary-copy write (chunk puts and record writes from nodes
+//!   that are not replicas: one send to the first live replica, fallback to the next);
 //! - `handoff`: hinted copies back to their replicas;
 //! - `repair`: record anti-entropy, maintenance (repair, re-replication, rebalancing, GC)
 //!   and scrub, built on `chunks` and `records`;
@@ -36,6 +38,7 @@ mod keys;
 mod maps;
 mod membership;
 mod metrics;
+mod primary;
 pub mod protocol;
 mod quorum;
 mod records;

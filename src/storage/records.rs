@@ -92,6 +92,17 @@ pub struct Record {
     pub value: RecordValue,
 }
 
+impl Record {
+    /// Bytes of key and value (what a write's deadline is sized by).
+    pub fn payload_size_bytes(&self) -> u64 {
+        let value_bytes = match &self.value {
+            RecordValue::Data(d) => d.len(),
+            RecordValue::Tombstone => 0,
+        };
+        (self.key.len() + value_bytes) as u64
+    }
+}
+
 /// A hybrid logical clock: monotonic, close to wall time, advanced by versions seen from
 /// peers. Sans-IO: the caller passes the wall time.
 #[derive(Debug, Default)]

@@ -18,13 +18,9 @@ use crate::node::metrics::{bump, bump_by};
 use crate::node::quorum::{Judged, TargetCopy};
 use crate::node::runtime::{Inner, Node, not_storage, parse_node_id, peer_of};
 use crate::storage::hints::{Hint, HintItem};
-use crate::storage::primary::{PrimaryAnswer, PrimaryEffect, PrimaryOutcome, PrimaryWrite};
+use crate::storage::primary::{PrimaryAnswer, PrimaryOutcome};
 use crate::storage::records::Record;
 use crate::storage::replication::{Counting, Outcome};
-
-/// Nodes a chunk put tries as its primary before it gives up (the first live replica, then
-/// the next in preference order).
-pub const PRIMARY_ATTEMPTS_MAX: usize = 3;
 
 impl Inner {
     pub(in crate::node) async fn store_chunk_locally(&self, id: ChunkId, data: Bytes) -> Result<(), RemoteError> {
@@ -131,7 +127,7 @@ impl Inner {
     /// (the primary), which stores it, forwards it and answers after W durable copies. If
     /// the primary fails or does not answer in time, the next node in preference order
     /// takes its role (past the replicas, a fallback holding hinted copies), up to
-    /// `PRIMARY_ATTEMPTS_MAX` nodes. Chunks are content-addressed, so a retry through
+    /// `node::primary::PRIMARY_ATTEMPTS_MAX` nodes. Chunks are content-addressed, so a retry through
     /// another primary stores the same bytes under the same id: it cannot make a
     /// different outcome.
     pub(in crate::node) async fn put_chunk(self: Arc<Self>, id: ChunkId, data: Bytes) -> Result<u32, NodeError> {
@@ -144,79 +140,43 @@ impl Inner {
         let (needed, size_bytes) = (usize::from(map.policy.write_quorum), data.len() as u64);
         bump_by(&self.counters.chunk_bytes_put, size_bytes);
         let preference: Vec<NodeId> = placement.preference(partition).cloned().collect();
-        if self.stores.is_some() && preference.iter().take(replicas).any(|n| *n == self.node_id) {
+        if self.is_replica_of(&preference, replicas) {
             return self.clone().coordinate_chunk(id, data).await;
         }
-        let timeouts = self.timeouts.for_payload(size_bytes);
-        // The primary's own write may use its whole write timeout, plus the transfer to it.
-        let answer_ms = timeouts.write_timeout_ms.saturating_add(timeouts.target_timeout_ms);
-        let mut effects = Vec::new();
-        let mut write = PrimaryWrite::start(
-            &preference,
-            &|n| self.is_alive(n),
-            PRIMARY_ATTEMPTS_MAX,
-            answer_ms,
-            &mut effects,
-        );
-        // Each round sends to one new primary or ends the write (at most
-        // `PRIMARY_ATTEMPTS_MAX` rounds).
-        while let Some(effect) = effects.pop() {
-            let (primary, timeout_ms) = match effect {
-                PrimaryEffect::Send { to, timeout_ms } => (to, timeout_ms),
-                PrimaryEffect::Done(outcome) => {
-                    return match outcome {
-                        PrimaryOutcome::Stored { copies, .. } => {
-                            bump_by(&self.counters.chunk_copies_acked, u64::from(copies));
-                            Ok(copies)
-                        }
-                        PrimaryOutcome::NoSpace => Err(NodeError::NoSpace {
-                            durable: 0,
-                            needed,
-                            full: replicas,
-                        }),
-                        PrimaryOutcome::Refused => Err(NodeError::Internal(format!(
-                            "chunk {id}: the primary refused its bytes"
-                        ))),
-                        PrimaryOutcome::Unavailable { .. } => Err(NodeError::WriteQuorum { durable: 0, needed }),
-                    };
-                }
-            };
-            if write.fallbacks() > 0 {
-                bump(&self.counters.primary_fallbacks);
-            }
-            let request = ChunkRequest::Put {
-                id: id.0,
-                data: data.clone(),
-                coordinate: true,
-                hint_for: None,
-            };
-            bump_by(&self.counters.chunk_bytes_sent, size_bytes);
-            let answer = tokio::time::timeout(
-                std::time::Duration::from_millis(timeout_ms),
-                self.request_node(&primary, request),
+        let outcome = self
+            .through_primary(
+                &preference,
+                size_bytes,
+                || ChunkRequest::Put {
+                    id: id.0,
+                    data: data.clone(),
+                    coordinate: true,
+                    hint_for: None,
+                },
+                |response| match response {
+                    ChunkResponse::Stored { copies } => PrimaryAnswer::Stored { copies },
+                    ChunkResponse::Error(e) if e.code == ErrorCode::Full => PrimaryAnswer::Full,
+                    ChunkResponse::Error(e) if e.code == ErrorCode::BadRequest => PrimaryAnswer::Refused,
+                    _ => PrimaryAnswer::Failed,
+                },
+                || bump_by(&self.counters.chunk_bytes_sent, size_bytes),
             )
-            .await;
-            let answer = match answer {
-                Ok(Ok(ChunkResponse::Stored { copies })) => PrimaryAnswer::Stored { copies },
-                Ok(Ok(ChunkResponse::Error(e))) if e.code == ErrorCode::Full => PrimaryAnswer::Full,
-                Ok(Ok(ChunkResponse::Error(e))) if e.code == ErrorCode::BadRequest => PrimaryAnswer::Refused,
-                Ok(Ok(other)) => {
-                    tracing::debug!(%id, peer = ?primary, answer = ?other, "primary failed the chunk write; trying the next");
-                    PrimaryAnswer::Failed
-                }
-                Ok(Err(TransportError::Stopped)) => return Err(NodeError::Stopped),
-                Ok(Err(e)) => {
-                    tracing::debug!(%id, peer = ?primary, error = %e, "primary unreachable; trying the next");
-                    PrimaryAnswer::Silent
-                }
-                Err(_) => {
-                    tracing::debug!(%id, peer = ?primary, timeout_ms, "primary did not answer in time; trying the next");
-                    PrimaryAnswer::Silent
-                }
-            };
-            write.handle(&primary, answer, &mut effects);
+            .await?;
+        match outcome {
+            PrimaryOutcome::Stored { copies, .. } => {
+                bump_by(&self.counters.chunk_copies_acked, u64::from(copies));
+                Ok(copies)
+            }
+            PrimaryOutcome::NoSpace => Err(NodeError::NoSpace {
+                durable: 0,
+                needed,
+                full: replicas,
+            }),
+            PrimaryOutcome::Refused => Err(NodeError::Internal(format!(
+                "chunk {id}: the primary refused its bytes"
+            ))),
+            PrimaryOutcome::Unavailable { .. } => Err(NodeError::WriteQuorum { durable: 0, needed }),
         }
-        Err(NodeError::Internal("a primary write ended without an outcome".into()))
     }
 
     pub(in crate::node) async fn get_chunk(self: Arc<Self>, id: ChunkId) -> Result<Option<Bytes>, NodeError> {
@@ -447,6 +407,6 @@ impl Node {
             },
             value: crate::storage::records::RecordValue::Data(value.encode()),
         };
-        self.inner.clone().coordinate_record(record).await.map(|_| ())
+        self.inner.clone().write_record(record).await.map(|_| ())
     }
 }

@@ -17,6 +17,7 @@ use crate::node::repair::antientropy;
 use crate::node::runtime::{Inner, RecordWrite, not_storage, parse_node_id};
 use crate::node::runtime::{Node, peer_of};
 use crate::storage::hints::{Hint, HintItem};
+use crate::storage::primary::{PrimaryAnswer, PrimaryOutcome};
 use crate::storage::records::Record;
 use crate::storage::records::RecordStore;
 use crate::storage::replication::{Counting, Outcome};
@@ -88,6 +89,59 @@ impl Inner {
         Ok(applied)
     }
 
+    /// Writes a record as the design's write path does: a node that is one of the record's
+    /// replicas coordinates the write itself; any other node (a gateway) sends it once, to
+    /// the first live replica (the primary), which stores it, forwards it and answers after
+    /// W durable copies, with fallback to the next node (`node::primary`). The version is
+    /// the caller's, so a retry through another primary writes the same version: replicas
+    /// that already hold it keep it, and the answer is at worst `Superseded` (the caller
+    /// then writes again at a later version), never a second, different value.
+    pub(in crate::node) async fn write_record(self: Arc<Self>, record: Record) -> Result<RecordWrite, NodeError> {
+        let Some(view) = self.view() else {
+            return Err(NodeError::NoMap);
+        };
+        let (map, placement) = &*view;
+        let replicas = usize::from(map.policy.replication);
+        let needed = usize::from(map.policy.write_quorum);
+        bump(&self.counters.records_put);
+        let preference: Vec<NodeId> = placement.preference(record.partition).cloned().collect();
+        if self.is_replica_of(&preference, replicas) {
+            return self.clone().coordinate_record(record).await;
+        }
+        let size_bytes = record.payload_size_bytes();
+        let superseded = std::sync::atomic::AtomicBool::new(false);
+        let outcome = self
+            .through_primary(
+                &preference,
+                size_bytes,
+                || MetaRequest::Coordinate { record: record.clone() },
+                |response| match response {
+                    MetaResponse::Coordinated { superseded: s } => {
+                        superseded.store(s, std::sync::atomic::Ordering::Relaxed);
+                        PrimaryAnswer::Stored { copies: needed as u32 }
+                    }
+                    MetaResponse::Error(e) if e.code == ErrorCode::Full => PrimaryAnswer::Full,
+                    MetaResponse::Error(e) if e.code == ErrorCode::BadRequest => PrimaryAnswer::Refused,
+                    _ => PrimaryAnswer::Failed,
+                },
+                || bump(&self.counters.record_copies_sent),
+            )
+            .await?;
+        match outcome {
+            PrimaryOutcome::Stored { .. } if superseded.load(std::sync::atomic::Ordering::Relaxed) => {
+                Ok(RecordWrite::Superseded)
+            }
+            PrimaryOutcome::Stored { .. } => Ok(RecordWrite::Written),
+            PrimaryOutcome::NoSpace => Err(NodeError::NoSpace {
+                durable: 0,
+                needed,
+                full: replicas,
+            }),
+            PrimaryOutcome::Refused => Err(NodeError::Internal("the primary refused the record".into())),
+            PrimaryOutcome::Unavailable { .. } => Err(NodeError::WriteQuorum { durable: 0, needed }),
+        }
+    }
+
     pub(in crate::node) async fn coordinate_record(self: Arc<Self>, record: Record) -> Result<RecordWrite, NodeError> {
         let Some(view) = self.view() else {
             return Err(NodeError::NoMap);
@@ -100,10 +154,7 @@ impl Inner {
         );
         let me = self.node_id.clone();
         let this = self.clone();
-        let payload_size_bytes = match &record.value {
-            crate::storage::records::RecordValue::Data(d) => (d.len() + record.key.len()) as u64,
-            crate::storage::records::RecordValue::Tombstone => record.key.len() as u64,
-        };
+        let payload_size_bytes = record.payload_size_bytes();
         let record = Arc::new(record);
         // Set by any copy that was not applied because its target holds a newer version.
         let superseded = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -129,6 +180,7 @@ impl Inner {
                                 records: vec![(*record).clone()],
                                 hint_for: hint_for.map(|h| h.0),
                             };
+                            bump(&this.counters.record_copies_sent);
                             match this.request_node(&to, req).await {
                                 Ok(MetaResponse::Applied(applied)) => Ok(applied),
                                 Ok(MetaResponse::Error(e)) => Err(TargetCopy::refused(e.code)),
@@ -422,6 +474,12 @@ impl Inner {
                     Err(e) => MetaResponse::Error(err(ErrorCode::Internal, e.to_string())),
                 }
             }
+            MetaRequest::Coordinate { record } => match self.coordinate_record(record).await {
+                Ok(written) => MetaResponse::Coordinated {
+                    superseded: written == RecordWrite::Superseded,
+                },
+                Err(e) => MetaResponse::Error(RemoteError::from(&e)),
+            },
             MetaRequest::Release { partition, key, token } => {
                 let Some(records) = self.stores.as_ref().map(|s| s.records.clone()) else {
                     return MetaResponse::Error(not_storage());
@@ -439,14 +497,25 @@ impl Inner {
 impl Node {
     /// Writes records to W replicas of their partitions (one coordinated write per record).
     pub async fn put_record(&self, record: Record) -> Result<(), NodeError> {
-        self.inner.clone().coordinate_record(record).await.map(|_| ())
+        self.inner.clone().write_record(record).await.map(|_| ())
+    }
+
+    /// The replicas (first N of the preference list) of a record partition under the
+    /// current map.
+    pub fn partition_replicas(&self, partition: u32) -> Vec<PeerId> {
+        self.inner.view().map_or_else(Vec::new, |v| {
+            v.1.preference(partition)
+                .take(usize::from(v.0.policy.replication))
+                .filter_map(peer_of)
+                .collect()
+        })
     }
 
     /// `put_record` that also says whether a replica already held a newer version of the
     /// record (last-writer-wins kept that one: the write is acknowledged but not visible).
     /// A writer whose clock is behind learns so here and writes again with a later version.
     pub async fn put_record_checked(&self, record: Record) -> Result<RecordWrite, NodeError> {
-        self.inner.clone().coordinate_record(record).await
+        self.inner.clone().write_record(record).await
     }
 
     /// Reads a record from R replicas; the newest version wins.

@@ -68,6 +68,13 @@ pub enum MetaRequest {
         /// The question.
         ask: crate::storage::antientropy::Ask,
     },
+    /// Write one record as its primary: store it here if this node is a target, forward it
+    /// to the other replicas, answer once W copies are durable (`Coordinated`). Sent by
+    /// nodes that are not replicas (gateways) instead of one `Put` per replica.
+    Coordinate {
+        /// The record.
+        record: Record,
+    },
     /// Drop the token's reservation of a key.
     Release {
         /// Partition.
@@ -107,6 +114,12 @@ pub enum MetaResponse {
     AntiEntropy(crate::storage::antientropy::Answer),
     /// The request failed.
     Error(RemoteError),
+    /// A `Coordinate`d record is durable on W replicas. `superseded`: a replica held a newer
+    /// version (or this very one), which last-writer-wins kept.
+    Coordinated {
+        /// Whether a replica held a newer version.
+        superseded: bool,
+    },
     /// The answer (`Record` or `Records`) of a replica still filling the partition after a
     /// new epoch made it an owner: what it holds counts, but it may miss older records, so
     /// it does not count toward a read quorum.
