@@ -54,14 +54,14 @@ impl ObjectStore {
         let mut chunks: Vec<ChunkRef> = Vec::new();
         // Each write runs as its own task, so it progresses (and frees its slot) while this
         // request waits for the next slot.
-        let put = |node: Arc<Node>, data: Vec<u8>, slot: tokio::sync::OwnedSemaphorePermit| {
+        // The chunk and its reference are written together; the id hashed here is the only
+        // hash this node makes of the chunk.
+        let put = |node: Arc<Node>, id: [u8; 32], data: Vec<u8>, slot: tokio::sync::OwnedSemaphorePermit| {
             let holder = holder.clone();
             let write = tokio::spawn(async move {
-                let size = data.len() as u32;
-                let r = match node.put_chunk(data).await {
-                    Ok(id) => node.put_chunk_ref(&id, size, &holder).await,
-                    Err(e) => Err(e),
-                };
+                let r = node
+                    .put_chunk_with_ref(chunkstore::ChunkId(id), Bytes::from(data), &holder)
+                    .await;
                 drop(slot);
                 r
             });
@@ -85,12 +85,13 @@ impl ObjectStore {
                 rest = &rest[take..];
                 if buffer.len() == CHUNK_SIZE_BYTES {
                     let data = std::mem::take(&mut buffer);
+                    let id = chunkstore::ChunkId::of(&data).0;
                     chunks.push(ChunkRef {
-                        id: chunkstore::ChunkId::of(&data).0,
+                        id,
                         size_bytes: data.len() as u32,
                     });
                     let slot = self.chunk_write_slot().await?;
-                    writes.push_back(put(self.node.clone(), data, slot));
+                    writes.push_back(put(self.node.clone(), id, data, slot));
                     // Bounded memory: wait for the oldest write when too many are in flight.
                     while writes.len() >= CHUNKS_IN_FLIGHT_MAX {
                         if let Some(r) = writes.next().await {
@@ -109,12 +110,13 @@ impl ObjectStore {
             });
         }
         if !buffer.is_empty() {
+            let id = chunkstore::ChunkId::of(&buffer).0;
             chunks.push(ChunkRef {
-                id: chunkstore::ChunkId::of(&buffer).0,
+                id,
                 size_bytes: buffer.len() as u32,
             });
             let slot = self.chunk_write_slot().await?;
-            writes.push_back(put(self.node.clone(), buffer, slot));
+            writes.push_back(put(self.node.clone(), id, buffer, slot));
         }
         while let Some(r) = writes.next().await {
             r?;

@@ -360,6 +360,27 @@ impl Node {
         self.inner.clone().put_chunk(id, data).await.map(|_| id)
     }
 
+    /// Stores a chunk whose id the caller computed (the one hash a writer makes; the primary
+    /// or the store verifies it) and, at the same time, its reference from `holder` (see
+    /// `put_chunk_ref`): both are in the chunk's partition and neither waits for the other.
+    /// A reference whose chunk write then failed is harmless: its holder is never written,
+    /// so maintenance drops it after the grace period as any reference without its holder.
+    pub async fn put_chunk_with_ref(
+        &self,
+        id: ChunkId,
+        data: Bytes,
+        holder: &crate::storage::refs::ChunkHolder,
+    ) -> Result<(), NodeError> {
+        debug_assert_eq!(ChunkId::of(&data), id, "the caller's id must be the chunk's");
+        let size_bytes =
+            u32::try_from(data.len()).map_err(|_| NodeError::Internal(format!("chunk {id} is larger than 4 GiB")))?;
+        tokio::try_join!(
+            self.inner.clone().put_chunk(id, data),
+            self.put_chunk_ref(&id, size_bytes, holder)
+        )
+        .map(|_| ())
+    }
+
     /// Reads a chunk from this node or, failing that, from its replicas and fallbacks in
     /// preference order. Every copy is verified (BLAKE3) before it is returned.
     pub async fn get_chunk(&self, id: &ChunkId) -> Result<Option<Bytes>, NodeError> {
