@@ -58,6 +58,10 @@ pub struct StorageConfig {
     /// Cap on chunk store disk usage.
     #[serde(default)]
     pub capacity_bytes: Option<u64>,
+    /// MiB of memory the node's caches may use (half to the record store's page cache, a
+    /// sixteenth to the hint store's; `hadss::node::cache_sizes`). Default 512.
+    #[serde(default)]
+    pub memory_budget_mib: Option<u64>,
     /// Address of the `/health`, `/ready` and `/metrics` HTTP endpoint, e.g.
     /// `127.0.0.1:7480`. Default: an ephemeral port on 127.0.0.1, written to `node.json`.
     #[serde(default)]

@@ -18,6 +18,8 @@ use hadss::node::{Node, NodeConfig};
 const DEV_STORAGE_NODES: usize = 3;
 /// Partitions of the dev cluster.
 const DEV_PARTITIONS: u32 = 64;
+/// Memory budget of each dev node's caches: three nodes share the process.
+const DEV_MEMORY_BUDGET_BYTES: u64 = 128 * 1024 * 1024;
 /// How long the storage nodes may take to be in the map at their current addresses.
 const DEV_MEMBERSHIP_TIMEOUT_MS: u64 = 30_000;
 
@@ -82,6 +84,7 @@ fn node_config(
         secret,
         map_key: map_key.clone(),
         chunk_options: chunkstore::Options::default(),
+        memory_budget_bytes: DEV_MEMORY_BUDGET_BYTES,
         write_timeouts: Default::default(),
         zone: zone.into(),
         swim: hadss::config::SwimPreset::Fast.config(DEV_STORAGE_NODES as u32 + 2),

@@ -193,6 +193,11 @@ async fn run_storage(config_path: &Path) -> anyhow::Result<()> {
         secret,
         map_key,
         chunk_options,
+        memory_budget_bytes: cfg
+            .memory_budget_mib
+            .map_or(hadss::node::MEMORY_BUDGET_BYTES_DEFAULT, |m| {
+                m.saturating_mul(1024 * 1024)
+            }),
         write_timeouts: Default::default(),
         zone: cfg.zone.clone(),
         swim: cfg.swim_preset.config(16),
@@ -266,6 +271,7 @@ async fn run_monitor(config_path: &Path) -> anyhow::Result<()> {
             secret,
             map_key: map_key.public(),
             chunk_options: chunkstore::Options::default(),
+            memory_budget_bytes: hadss::node::MEMORY_BUDGET_BYTES_DEFAULT,
             write_timeouts: Default::default(),
             zone: cfg.zone.clone(),
             swim: cfg.swim_preset.config(16),
@@ -378,6 +384,7 @@ async fn run_gateway(config_path: &Path) -> anyhow::Result<()> {
             secret,
             map_key,
             chunk_options: chunkstore::Options::default(),
+            memory_budget_bytes: hadss::node::MEMORY_BUDGET_BYTES_DEFAULT,
             write_timeouts: Default::default(),
             zone: "gateway".into(),
             swim: hadss::config::SwimPreset::Lan.config(16),

@@ -49,6 +49,7 @@ fn node_config(
             chunk_size_bytes_max: 8 * 1024 * 1024,
             ..chunkstore::Options::default()
         },
+        memory_budget_bytes: hadss::node::MEMORY_BUDGET_BYTES_DEFAULT / 8,
         write_timeouts: Default::default(),
         zone: zone.to_string(),
         swim: hadss::config::SwimPreset::Fast.config(8),

@@ -28,6 +28,7 @@ fn monitor_config(dir: &std::path::Path, i: usize, secret: [u8; 32], key: &ed255
             secret: PreSharedKey::new(secret),
             map_key: key.public(),
             chunk_options: chunkstore::Options::default(),
+            memory_budget_bytes: hadss::node::MEMORY_BUDGET_BYTES_DEFAULT,
             write_timeouts: Default::default(),
             zone: "m".into(),
             swim: hadss::config::SwimPreset::Fast.config(8),

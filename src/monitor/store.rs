@@ -101,9 +101,15 @@ fn put_meta(db: &Database, items: &[(&str, Vec<u8>)]) -> Result<(), std::io::Err
     txn.commit().map_err(io)
 }
 
+/// Page cache of the Raft database (a log of map changes: small, written far more than read).
+const RAFT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Opens (or creates) the monitor's Raft database.
 pub fn open_db(path: &Path) -> Result<Arc<Database>, std::io::Error> {
-    let db = Database::create(path).map_err(io)?;
+    let db = redb::Builder::new()
+        .set_cache_size(RAFT_CACHE_BYTES)
+        .create(path)
+        .map_err(io)?;
     let txn = db.begin_write().map_err(io)?;
     txn.open_table(LOG).map_err(io)?;
     txn.open_table(META).map_err(io)?;

@@ -56,5 +56,5 @@ pub use repair::{
     ANTI_ENTROPY_INTERVAL_MS_DEFAULT, AntiEntropyReport, DOWN_OUT_MS_DEFAULT, MaintenanceConfig, MaintenanceReport,
 };
 pub use reserve::{CreateLease, CreateRefusal};
-pub use runtime::{Node, NodeConfig, RecordWrite};
+pub use runtime::{CacheSizes, MEMORY_BUDGET_BYTES_DEFAULT, Node, NodeConfig, RecordWrite, cache_sizes};
 pub use swarm::{REQUEST_TIMEOUT_MS, STREAMS_PER_CONNECTION_MAX};

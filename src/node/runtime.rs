@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub map_key: ed25519::PublicKey,
     /// Chunk store options.
     pub chunk_options: chunkstore::Options,
+    /// Memory the node's caches may use (`MEMORY_BUDGET_BYTES_DEFAULT`): half goes to the
+    /// record store's page cache, a sixteenth to the hint store's (see `cache_sizes`).
+    pub memory_budget_bytes: u64,
     /// Replication timeouts.
     pub write_timeouts: WriteTimeouts,
     /// This node's failure domain.
@@ -57,6 +60,31 @@ pub struct NodeConfig {
     pub clock: crate::clock::Clock,
     /// The fault layer its streams and writes obey (`Faults::off()` but under netsim).
     pub faults: crate::net::fault::Faults,
+}
+
+/// A storage node's default memory budget for its caches.
+pub const MEMORY_BUDGET_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+/// The smallest cache a store gets, whatever the budget.
+const STORE_CACHE_BYTES_MIN: u64 = 4 * 1024 * 1024;
+
+/// How a node's memory budget is shared between its caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// The record store's page cache (redb).
+    pub records_bytes: usize,
+    /// The hint store's page cache (redb).
+    pub hints_bytes: usize,
+}
+
+/// The caches a budget of `budget_bytes` pays for: half to records (the metadata every
+/// request reads), a sixteenth to hints; the rest is left for what grows with the data and
+/// is not a cache (the chunk store's index, Merkle summaries, requests in flight).
+pub fn cache_sizes(budget_bytes: u64) -> CacheSizes {
+    let part = |share: u64| usize::try_from((budget_bytes / share).max(STORE_CACHE_BYTES_MIN)).unwrap_or(usize::MAX);
+    CacheSizes {
+        records_bytes: part(2),
+        hints_bytes: part(16),
+    }
 }
 
 /// How an acknowledged record write fared against what the replicas held.
@@ -87,11 +115,13 @@ impl LocalStores {
         };
         let records = {
             let path = config.data_dir.join("records.redb");
-            Arc::new(tokio::task::spawn_blocking(move || RecordStore::open(&path)).await??)
+            let cache_bytes = cache_sizes(config.memory_budget_bytes).records_bytes;
+            Arc::new(tokio::task::spawn_blocking(move || RecordStore::open_with_cache(&path, cache_bytes)).await??)
         };
         let hints = {
             let path = config.data_dir.join("hints.redb");
-            Arc::new(tokio::task::spawn_blocking(move || HintStore::open(&path)).await??)
+            let cache_bytes = cache_sizes(config.memory_budget_bytes).hints_bytes;
+            Arc::new(tokio::task::spawn_blocking(move || HintStore::open_with_cache(&path, cache_bytes)).await??)
         };
         Ok(LocalStores { chunks, records, hints })
     }

@@ -23,6 +23,8 @@ use crate::cluster::NodeId;
 
 /// Most hints a node holds.
 pub const HINTS_MAX: u64 = 4_000_000;
+/// Page cache of a store opened with `open` (a node sizes it from its memory budget).
+pub const CACHE_BYTES_DEFAULT: usize = 8 * 1024 * 1024;
 /// Most hints one `list` returns.
 pub const HINTS_PAGE_MAX: usize = 4096;
 /// Longest node id in a hint (libp2p peer ids are 38 bytes for ed25519).
@@ -144,9 +146,17 @@ impl std::fmt::Debug for HintStore {
 }
 
 impl HintStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path` with a `CACHE_BYTES_DEFAULT` page cache.
     pub fn open(path: &Path) -> Result<HintStore, HintError> {
-        let db = Database::create(path).map_err(db_err)?;
+        HintStore::open_with_cache(path, CACHE_BYTES_DEFAULT)
+    }
+
+    /// Opens (or creates) the store at `path`, redb's page cache held to `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<HintStore, HintError> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(db_err)?;
         let len = {
             let txn = db.begin_write().map_err(db_err)?;
             let len = txn.open_table(HINTS).map_err(db_err)?.len().map_err(db_err)?;

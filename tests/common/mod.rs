@@ -29,6 +29,7 @@ pub fn config(
             chunk_size_bytes_max: 1024 * 1024,
             ..chunkstore::Options::default()
         },
+        memory_budget_bytes: hadss::node::MEMORY_BUDGET_BYTES_DEFAULT / 8,
         write_timeouts: Default::default(),
         zone: format!("z{}", i % 3),
         swim: hadss::config::SwimPreset::Fast.config(cluster_size as u32),

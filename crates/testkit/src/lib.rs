@@ -64,6 +64,9 @@ impl Default for ClusterOptions {
     }
 }
 
+/// Memory budget of each test node's caches (many nodes share a test process).
+const TEST_MEMORY_BUDGET_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A running in-process cluster. Dropping it stops every node (as a crash would, minus the
 /// disk); the data stays under `dir`.
 pub struct Cluster {
@@ -244,6 +247,7 @@ pub fn node_config(
         secret: libp2p::pnet::PreSharedKey::new(secret),
         map_key: key.public(),
         chunk_options: options.chunk_options.clone(),
+        memory_budget_bytes: TEST_MEMORY_BUDGET_BYTES,
         write_timeouts: Default::default(),
         zone: zone.to_string(),
         swim: options.swim.config(options.storage_nodes as u32 + 1),

@@ -50,6 +50,7 @@ pub async fn client_node(cluster: &netsim::ClusterFile, data_dir: PathBuf) -> ha
         secret,
         map_key,
         chunk_options: chunkstore::Options::default(),
+        memory_budget_bytes: hadss::node::MEMORY_BUDGET_BYTES_DEFAULT,
         write_timeouts: Default::default(),
         zone: "client".into(),
         swim: hadss::config::SwimPreset::Fast.config(8),
