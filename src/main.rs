@@ -153,12 +153,17 @@ struct NodeFile {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Servers log their life at info; one-shot admin commands print results, logs only warn.
+    // Dependencies speak at warn (openraft's state dumps and libp2p's chatter are not news);
+    // s3s logs every client error (a 403, a 404) at ERROR, so it is silenced: the gateway
+    // logs what is its own. `RUST_LOG` overrides all of it. Logs go to stderr, so stdout
+    // carries only what a command prints for people and scripts (`hadss dev`'s banner).
     let default_level = if matches!(cli.command, Command::Admin(_)) {
         "warn"
     } else {
-        "info"
+        "info,openraft=warn,libp2p=warn,libp2p_swarm=warn,libp2p_noise=warn,libp2p_yamux=warn,libp2p_tcp=warn,s3s=off,hyper=warn"
     };
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),

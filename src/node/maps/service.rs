@@ -33,8 +33,12 @@ impl Inner {
         if let Ok(digest) = map.digest() {
             let _ = self.swim.publish_epoch(epoch, digest).await;
         }
-        self.map.install(map);
-        tracing::info!(epoch, "accepted cluster map");
+        if self.map.install(map) {
+            tracing::info!(epoch, "accepted cluster map");
+        } else {
+            // The same map again (offered by several peers, pulled again): not news.
+            tracing::debug!(epoch, "cluster map already held");
+        }
         Ok(epoch)
     }
 

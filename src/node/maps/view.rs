@@ -58,17 +58,19 @@ impl MapView {
 
     /// Makes a stored map the view unless a newer one got there first (two offers may race
     /// past the store), and marks the partitions it makes this node a new owner of as
-    /// filling.
-    pub(in crate::node) fn install(&self, map: ClusterMap) {
+    /// filling. Returns whether the view moved to a newer epoch (not a map already held).
+    pub(in crate::node) fn install(&self, map: ClusterMap) -> bool {
         let epoch = map.epoch;
         let placement = Placement::new(&map);
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let newer = view.as_ref().is_none_or(|v| v.0.epoch < epoch);
         if view.as_ref().is_none_or(|v| v.0.epoch <= epoch) {
             if let Some(old) = view.as_ref() {
                 self.note_filling(&old.1, &placement, usize::from(map.policy.read_quorum));
             }
             *view = Some(Arc::new((map, placement)));
         }
+        newer
     }
 
     /// Records the partitions this node owns under `new` but did not under `old` (with
