@@ -27,6 +27,39 @@ use serde::{Deserialize, Serialize};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log detail: -v HADSS at debug, -vv everything at debug, -vvv trace (`RUST_LOG`,
+    /// when set, decides instead).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log format on stderr: `text` for people, `json` (one object per line) for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The log filter for `command` at `verbose` (`-v` count) when `RUST_LOG` is not set.
+fn default_log_filter(command: &Command, verbose: u8) -> &'static str {
+    // Servers log their life at info; one-shot admin commands print results, logs only warn.
+    // Dependencies speak at warn (openraft's state dumps and libp2p's chatter are not news);
+    // s3s logs every client error (a 403, a 404) at ERROR, so it is silenced: the gateway
+    // logs what is its own.
+    match (verbose, command) {
+        (0, Command::Admin(_)) => "warn",
+        (0, _) => {
+            "info,openraft=warn,libp2p=warn,libp2p_swarm=warn,libp2p_noise=warn,libp2p_yamux=warn,libp2p_tcp=warn,s3s=off,hyper=warn"
+        }
+        (1, _) => "info,hadss=debug,chunkstore=debug,swim=debug,openraft=warn,libp2p=warn,s3s=warn,hyper=warn",
+        (2, _) => "debug",
+        _ => "trace",
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,23 +185,17 @@ struct NodeFile {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Servers log their life at info; one-shot admin commands print results, logs only warn.
-    // Dependencies speak at warn (openraft's state dumps and libp2p's chatter are not news);
-    // s3s logs every client error (a 403, a 404) at ERROR, so it is silenced: the gateway
-    // logs what is its own. `RUST_LOG` overrides all of it. Logs go to stderr, so stdout
-    // carries only what a command prints for people and scripts (`hadss dev`'s banner).
-    let default_level = if matches!(cli.command, Command::Admin(_)) {
-        "warn"
-    } else {
-        "info,openraft=warn,libp2p=warn,libp2p_swarm=warn,libp2p_noise=warn,libp2p_yamux=warn,libp2p_tcp=warn,s3s=off,hyper=warn"
-    };
-    tracing_subscriber::fmt()
+    // Logs go to stderr, so stdout carries only what a command prints for people and
+    // scripts (`hadss dev`'s banner). `RUST_LOG` overrides the default filter.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(&cli.command, cli.verbose)));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
         Command::Dev(opts) => runtime.block_on(dev::run(opts, wait_for_shutdown())),
