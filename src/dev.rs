@@ -87,7 +87,8 @@ fn node_config(
         memory_budget_bytes: DEV_MEMORY_BUDGET_BYTES,
         write_timeouts: Default::default(),
         zone: zone.into(),
-        swim: hadss::config::SwimPreset::Fast.config(DEV_STORAGE_NODES as u32 + 2),
+        // The storage nodes and the monitor.
+        swim: hadss::config::SwimPreset::Fast.config(DEV_STORAGE_NODES as u32 + 1),
         role,
         clock: hadss::clock::Clock::system(),
         faults: hadss::net::fault::Faults::off(),

@@ -338,6 +338,20 @@ async fn objects_buckets_multipart_and_keys_through_the_object_layer() {
     tokio::time::timeout(TEST_TIMEOUT, test).await.expect("test timed out");
 }
 
+/// An S3 endpoint with the root key `root`/`rootsecret` over `node`, and a client of it.
+async fn serve_root(node: &Arc<hadss::node::Node>) -> (hadss::gateway::S3Endpoint, aws_sdk_s3::Client) {
+    let endpoint = hadss::gateway::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        node.clone(),
+        ("root", "rootsecret"),
+        "us-east-1",
+    )
+    .await
+    .unwrap();
+    let client = common::s3::client(&format!("http://{}", endpoint.local_addr()), "root", "rootsecret");
+    (endpoint, client)
+}
+
 /// Chunk stores of 20 MiB: three 4 MiB chunks of random bytes fill them.
 fn small_disks() -> ClusterOptions {
     ClusterOptions {
@@ -357,15 +371,7 @@ async fn a_full_disk_and_a_lost_quorum_are_different_errors() {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = Cluster::start(dir.path(), small_disks()).await.unwrap();
         let objects = Arc::new(ObjectStore::new(cluster.gateway().clone()));
-        let endpoint = hadss::gateway::serve(
-            "127.0.0.1:0".parse().unwrap(),
-            cluster.gateway().clone(),
-            ("root", "rootsecret"),
-            "us-east-1",
-        )
-        .await
-        .unwrap();
-        let s3 = common::s3::client(&format!("http://{}", endpoint.local_addr()), "root", "rootsecret");
+        let (_endpoint, s3) = serve_root(cluster.gateway()).await;
         s3.create_bucket().bucket("full").send().await.unwrap();
 
         // Fill the disks through the object layer until a write is refused: for space.
@@ -434,24 +440,8 @@ async fn an_s3_endpoint_on_a_storage_node_reads_its_own_copies() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = Cluster::start(dir.path(), ClusterOptions::default()).await.unwrap();
         let storage = cluster.storage_node(0).unwrap();
-        let on_storage = hadss::gateway::serve(
-            "127.0.0.1:0".parse().unwrap(),
-            storage.clone(),
-            ("root", "rootsecret"),
-            "us-east-1",
-        )
-        .await
-        .unwrap();
-        let on_gateway = hadss::gateway::serve(
-            "127.0.0.1:0".parse().unwrap(),
-            cluster.gateway().clone(),
-            ("root", "rootsecret"),
-            "us-east-1",
-        )
-        .await
-        .unwrap();
-        let s3 = common::s3::client(&format!("http://{}", on_storage.local_addr()), "root", "rootsecret");
-        let via_gateway = common::s3::client(&format!("http://{}", on_gateway.local_addr()), "root", "rootsecret");
+        let (_on_storage, s3) = serve_root(&storage).await;
+        let (_on_gateway, via_gateway) = serve_root(cluster.gateway()).await;
         s3.create_bucket().bucket("local").send().await.unwrap();
         // 10 MiB: three chunks (4 + 4 + 2 MiB), written through the storage node's endpoint.
         let data = random(10 * 1024 * 1024);

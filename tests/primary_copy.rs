@@ -149,7 +149,7 @@ async fn a_gateway_sends_each_record_once_and_falls_back_when_the_primary_is_gon
         );
 
         // The primary stopped before SWIM can tell: the next replica takes the write.
-        let primary = gateway.partition_replicas(partition)[0];
+        let primary = gateway.record_replicas(partition)[0];
         let index = cluster.storage().iter().position(|n| n.peer_id() == primary).unwrap();
         cluster.stop(index);
         let fallbacks = counters.primary_fallbacks.load(Relaxed);

@@ -564,35 +564,16 @@ async fn gateway_counter(cluster: &ClusterFile, name: &str) -> Option<u64> {
         .iter()
         .filter(|n| n.role == "gateway" && is_running(n.pid))
     {
-        let text = http_get(n.http_endpoint.as_deref()?, "/metrics").await.ok()?;
+        let addr = crate::http_addr(n).ok()?;
+        let (200, text) = hadss::observe::get(addr, "/metrics", OP_TIMEOUT_MS).await.ok()? else {
+            return None;
+        };
         sum += text
             .lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .find_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())?;
     }
     Some(sum)
-}
-
-/// Largest `/metrics` page read.
-const METRICS_BYTES_MAX: u64 = 1024 * 1024;
-
-/// The body of `GET path` on `endpoint` (`http://host:port`), HTTP/1.0 so the server closes.
-async fn http_get(endpoint: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = endpoint.strip_prefix("http://").context("not an http:// endpoint")?;
-    let read = async {
-        let mut conn = tokio::net::TcpStream::connect(host).await?;
-        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-            .await?;
-        let mut out = Vec::new();
-        conn.take(METRICS_BYTES_MAX).read_to_end(&mut out).await?;
-        anyhow::Ok(out)
-    };
-    let out = tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), read).await??;
-    let text = String::from_utf8_lossy(&out);
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
-    Ok(body.to_string())
 }
 
 /// Applies one action.

@@ -16,7 +16,7 @@ use crate::node::chunks::wire::{ChunkRequest, ChunkResponse, HAS_IDS_MAX};
 use crate::node::error::{ErrorCode, NodeError, RemoteError, TransportError, err};
 use crate::node::metrics::{bump, bump_by};
 use crate::node::quorum::{Judged, TargetCopy};
-use crate::node::runtime::{Inner, Node, not_storage, parse_node_id, peer_of};
+use crate::node::runtime::{Inner, Node, not_storage, parse_node_id};
 use crate::storage::hints::{Hint, HintItem};
 use crate::storage::primary::{PrimaryAnswer, PrimaryOutcome};
 use crate::storage::records::Record;
@@ -371,7 +371,6 @@ impl Node {
         data: Bytes,
         holder: &crate::storage::refs::ChunkHolder,
     ) -> Result<(), NodeError> {
-        debug_assert_eq!(ChunkId::of(&data), id, "the caller's id must be the chunk's");
         let size_bytes =
             u32::try_from(data.len()).map_err(|_| NodeError::Internal(format!("chunk {id} is larger than 4 GiB")))?;
         tokio::try_join!(
@@ -396,11 +395,7 @@ impl Node {
     /// The replicas (first N of the preference list) of a chunk under the current map.
     pub fn chunk_replicas(&self, id: &ChunkId) -> Vec<PeerId> {
         self.inner.view().map_or_else(Vec::new, |v| {
-            let partition = partition_of_chunk(v.0.partitions, &id.0);
-            v.1.preference(partition)
-                .take(usize::from(v.0.policy.replication))
-                .filter_map(peer_of)
-                .collect()
+            self.record_replicas(partition_of_chunk(v.0.partitions, &id.0))
         })
     }
 

@@ -500,17 +500,6 @@ impl Node {
         self.inner.clone().write_record(record).await.map(|_| ())
     }
 
-    /// The replicas (first N of the preference list) of a record partition under the
-    /// current map.
-    pub fn partition_replicas(&self, partition: u32) -> Vec<PeerId> {
-        self.inner.view().map_or_else(Vec::new, |v| {
-            v.1.preference(partition)
-                .take(usize::from(v.0.policy.replication))
-                .filter_map(peer_of)
-                .collect()
-        })
-    }
-
     /// `put_record` that also says whether a replica already held a newer version of the
     /// record (last-writer-wins kept that one: the write is acknowledged but not visible).
     /// A writer whose clock is behind learns so here and writes again with a later version.
